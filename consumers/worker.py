@@ -1,0 +1,118 @@
+"""`bcsync worker`: consume every mapping queue, apply each event, retry with back-off, dead-letter.
+
+A message is acknowledged only after its handler succeeded, or after it was re-published to a delay
+queue (retry) or to the dead-letter exchange (retry budget spent): a crash at any point redelivers it,
+never loses it. The worker also runs an outbox relay, so events accepted by an api replica that died
+before relaying them are published anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+from aio_pika.abc import AbstractIncomingMessage
+from pydantic import ValidationError
+
+from consumers.handlers import HANDLERS, Handler
+from schemas.events import ChangeEvent
+from schemas.mappings import BY_NAME, TableMapping
+from service.broker import Broker
+from service.logging import get_logger
+from service.metrics import DEAD_LETTERS
+from service.relay import OutboxRelay
+from service.topology import ATTEMPT_HEADER, ERROR_HEADER, MAPPING_HEADER
+
+log = get_logger(__name__)
+
+
+class Worker:
+    def __init__(self, broker: Broker, prefetch: int, handlers: dict[str, Handler] | None = None) -> None:
+        self.broker = broker
+        self.prefetch = prefetch
+        self.handlers = handlers if handlers is not None else HANDLERS
+        self._consumer_tags: dict[str, str] = {}
+
+    async def start(self) -> None:
+        """Consume every mapping queue (the broker must be connected)."""
+        assert self.broker.channel is not None
+        await self.broker.channel.set_qos(prefetch_count=self.prefetch)
+        for name, queue in self.broker.queues.items():
+            self._consumer_tags[name] = await queue.consume(self._callback(BY_NAME[name]))
+        log.info("worker consuming", queues=len(self._consumer_tags), prefetch=self.prefetch)
+
+    async def stop(self) -> None:
+        for name, tag in self._consumer_tags.items():
+            try:
+                await self.broker.queues[name].cancel(tag)
+            except Exception:
+                log.warning("could not cancel consumer", mapping=name)
+        self._consumer_tags.clear()
+
+    def _callback(self, mapping: TableMapping) -> Any:
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await self.process(mapping, message)
+
+        return on_message
+
+    async def process(self, mapping: TableMapping, message: AbstractIncomingMessage) -> None:
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(correlation_id=message.correlation_id, mapping=mapping.name)
+        try:
+            event = ChangeEvent.model_validate_json(message.body)
+        except ValidationError as exc:
+            await self._dead_letter(mapping, message, f"not a ChangeEvent: {exc.errors()[0]['msg']}", attempt=0)
+            return
+        try:
+            await self.handlers[mapping.name](mapping, event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._retry(mapping, message, exc)
+            return
+        await message.ack()
+
+    async def _retry(self, mapping: TableMapping, message: AbstractIncomingMessage, error: Exception) -> None:
+        previous = message.headers.get(ATTEMPT_HEADER)
+        attempt = (previous if isinstance(previous, int) else 0) + 1
+        delay = self.broker.topology.delay_for_attempt(attempt)
+        reason = f"{type(error).__name__}: {error}"[:500]
+        if delay is None:
+            await self._dead_letter(mapping, message, reason, attempt)
+            return
+        log.warning("event failed; retrying", attempt=attempt, retry_in=delay, error=reason)
+        await self.broker.publish(
+            "", self.broker.topology.delay_queue(delay), message.body,
+            message_id=message.message_id or "", correlation_id=message.correlation_id or "",
+            headers={MAPPING_HEADER: mapping.name, ATTEMPT_HEADER: attempt, ERROR_HEADER: reason},
+        )
+        await message.ack()
+
+    async def _dead_letter(
+        self, mapping: TableMapping, message: AbstractIncomingMessage, reason: str, attempt: int
+    ) -> None:
+        log.error("event dead-lettered", attempts=attempt, error=reason)
+        await self.broker.publish(
+            self.broker.topology.dead_exchange, mapping.name, message.body,
+            message_id=message.message_id or "", correlation_id=message.correlation_id or "",
+            headers={MAPPING_HEADER: mapping.name, ATTEMPT_HEADER: attempt, ERROR_HEADER: reason},
+        )
+        DEAD_LETTERS.labels(mapping.name).inc()
+        await message.ack()
+
+
+async def run_worker(broker: Broker, relay: OutboxRelay, prefetch: int, stop: asyncio.Event) -> None:
+    """Connect, consume until `stop` is set, then stop consuming and let in-flight messages finish."""
+    relay_task = asyncio.create_task(relay.run())
+    try:
+        await broker.connect_forever()
+        worker = Worker(broker, prefetch)
+        await worker.start()
+        await stop.wait()
+        await worker.stop()
+        await asyncio.sleep(0.5)  # let handlers that already started finish and ack
+    finally:
+        relay_task.cancel()
+        await asyncio.gather(relay_task, return_exceptions=True)
+        await broker.close()

@@ -1,0 +1,177 @@
+"""The Dataverse webhook body: the JSON `RemoteExecutionContext` (plug-in execution context).
+
+Values in attribute lists are tagged by `__type` ("EntityReference:http://schemas.microsoft.com/…");
+dates travel as `/Date(ms)/`, optionally with a `±hhmm` suffix that is informational only (the
+milliseconds are already UTC). Images carry Entities without a `__type` tag.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_DATE = re.compile(r"^/Date\((-?\d{1,15})([+-]\d{4})?\)/$")
+
+
+def parse_ms_date(text: str) -> datetime | None:
+    """`/Date(1764107124000)/` or `/Date(1764107124000+0100)/` → an aware UTC datetime; else None."""
+    match = _DATE.match(text)
+    if not match:
+        return None
+    return datetime.fromtimestamp(int(match.group(1)) / 1000, tz=UTC)
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+
+class EntityReference(_Wire):
+    id: UUID = Field(alias="Id")
+    logical_name: str = Field(alias="LogicalName", max_length=128)
+    name: str | None = Field(default=None, alias="Name")
+
+
+class OptionSetValue(_Wire):
+    value: int = Field(alias="Value")
+
+
+class Money(_Wire):
+    value: Decimal = Field(alias="Value")
+
+
+class KeyValue(_Wire):
+    key: str = Field(max_length=256)
+    value: Any = None
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _typed(cls, raw: Any) -> Any:
+        return convert_value(raw)
+
+
+class Entity(_Wire):
+    id: UUID | None = Field(default=None, alias="Id")
+    logical_name: str = Field(alias="LogicalName", max_length=128)
+    attributes: list[KeyValue] = Field(default_factory=list, alias="Attributes")
+    formatted_values: list[KeyValue] = Field(default_factory=list, alias="FormattedValues")
+
+    def get(self, name: str, default: Any = None) -> Any:
+        for pair in self.attributes:
+            if pair.key == name:
+                return pair.value
+        return default
+
+    def as_dict(self) -> dict[str, Any]:
+        return {pair.key: pair.value for pair in self.attributes}
+
+
+_TYPES: dict[str, type[_Wire]] = {
+    "Entity": Entity,
+    "EntityReference": EntityReference,
+    "OptionSetValue": OptionSetValue,
+    "Money": Money,
+}
+
+
+def convert_value(raw: Any) -> Any:
+    """Turn one wire value into a typed one: tagged objects by their `__type`, dates to datetimes."""
+    if isinstance(raw, dict) and "__type" in raw:
+        type_name = str(raw["__type"]).split(":", 1)[0]
+        model = _TYPES.get(type_name)
+        if model is not None:
+            return model.model_validate(raw)
+        if type_name == "OptionSetValueCollection":  # multi-select choice
+            return [convert_value(item) for item in raw.get("Values") or raw.get("value") or []]
+        return raw
+    if isinstance(raw, str):
+        date = parse_ms_date(raw)
+        return date if date is not None else raw
+    return raw
+
+
+class ImageEntry(_Wire):
+    key: str = Field(max_length=256)
+    value: Entity
+
+
+class RemoteExecutionContext(_Wire):
+    message_name: str = Field(alias="MessageName", min_length=1, max_length=128)
+    primary_entity_name: str = Field(alias="PrimaryEntityName", min_length=1, max_length=128)
+    primary_entity_id: UUID = Field(alias="PrimaryEntityId")
+    user_id: UUID = Field(alias="UserId")
+    initiating_user_id: UUID | None = Field(default=None, alias="InitiatingUserId")
+    correlation_id: UUID | None = Field(default=None, alias="CorrelationId")
+    request_id: UUID | None = Field(default=None, alias="RequestId")
+    operation_id: UUID | None = Field(default=None, alias="OperationId")
+    operation_created_on: datetime | None = Field(default=None, alias="OperationCreatedOn")
+    organization_id: UUID | None = Field(default=None, alias="OrganizationId")
+    business_unit_id: UUID | None = Field(default=None, alias="BusinessUnitId")
+    depth: int = Field(default=1, alias="Depth")
+    stage: int | None = Field(default=None, alias="Stage")
+    mode: int | None = Field(default=None, alias="Mode")
+    input_parameters: list[KeyValue] = Field(default_factory=list, alias="InputParameters")
+    output_parameters: list[KeyValue] = Field(default_factory=list, alias="OutputParameters")
+    shared_variables: list[KeyValue] = Field(default_factory=list, alias="SharedVariables")
+    pre_entity_images: list[ImageEntry] = Field(default_factory=list, alias="PreEntityImages")
+    post_entity_images: list[ImageEntry] = Field(default_factory=list, alias="PostEntityImages")
+    parent_context: RemoteExecutionContext | None = Field(default=None, alias="ParentContext")
+
+    @field_validator("operation_created_on", mode="before")
+    @classmethod
+    def _ms_date(cls, raw: Any) -> Any:
+        if isinstance(raw, str):
+            date = parse_ms_date(raw)
+            if date is None:
+                raise ValueError("expected /Date(ms)/")
+            return date
+        return raw
+
+    @field_validator(
+        "input_parameters", "output_parameters", "shared_variables", "pre_entity_images",
+        "post_entity_images", mode="before",
+    )
+    @classmethod
+    def _null_list(cls, raw: Any) -> Any:
+        return [] if raw is None else raw
+
+    @property
+    def target(self) -> Entity | EntityReference | None:
+        for pair in self.input_parameters:
+            if pair.key == "Target" and isinstance(pair.value, Entity | EntityReference):
+                return pair.value
+        return None
+
+    def shared_variable(self, key: str) -> Any:
+        """A SharedVariables value, looked up here and then up the ParentContext chain."""
+        context: RemoteExecutionContext | None = self
+        while context is not None:
+            for pair in context.shared_variables:
+                if pair.key == key:
+                    return pair.value
+            context = context.parent_context
+        return None
+
+    def image(self, which: str = "post") -> Entity | None:
+        images = self.post_entity_images if which == "post" else self.pre_entity_images
+        return images[0].value if images else None
+
+    @property
+    def changed_attributes(self) -> list[str]:
+        target = self.target
+        return [pair.key for pair in target.attributes] if isinstance(target, Entity) else []
+
+    def snapshot(self) -> dict[str, Any] | None:
+        """The row's values as far as the payload tells: an image, overlaid with the Target's columns."""
+        values: dict[str, Any] = {}
+        image = self.image("pre" if self.message_name == "Delete" else "post")
+        if image is not None:
+            values.update(image.as_dict())
+        target = self.target
+        if isinstance(target, Entity):
+            values.update(target.as_dict())
+        return values or None

@@ -1,0 +1,148 @@
+"""The two webhook doors: Dataverse (service endpoint, WebhookKey/HttpHeader) and Business Central.
+
+Both verify, validate, drop what nobody needs, store the events in the outbox (deduplicated) and only
+then answer 202. A 202 is a promise: the event is in the database before the answer leaves. Business
+Central deletes a subscription on any 4xx but 408/429, so every internal failure answers 503.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated
+
+import structlog
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import ValidationError
+
+from schemas.business_central import NotificationBatch
+from schemas.dataverse import RemoteExecutionContext
+from schemas.events import ChangeEvent
+from schemas.mappings import mappings_for
+from service.api.body import BodyTooLarge, read_bounded_body
+from service.api.deps import DatabaseDep, IdentityDep, RelayDep, SettingsDep, secret_matches
+from service.intake import business_central_event, dataverse_event, is_integration_echo
+from service.logging import get_logger
+from service.metrics import WEBHOOK_REQUESTS
+from service.relay import OutboxRelay
+from service.store import outbox
+from service.store.db import Database
+
+log = get_logger(__name__)
+router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+
+# What a validationToken may hold: echoing anything else back could reflect markup into a page.
+_HANDSHAKE_TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/=:]{1,1024}$")
+
+
+def _answer(source: str, outcome: str, status: int, detail: str, **extra: object) -> JSONResponse:
+    WEBHOOK_REQUESTS.labels(source, outcome).inc()
+    level = log.info if status < 400 else log.warning
+    level("webhook answered", source=source, outcome=outcome, status=status, detail=detail, **extra)
+    return JSONResponse({"outcome": outcome, "detail": detail, **extra}, status_code=status)
+
+
+async def _accept(source: str, db: Database, relay: OutboxRelay, events: list[ChangeEvent], ignored: int) -> Response:
+    try:
+        async with db.session() as session:
+            stored = await outbox.store_events(session, events)
+    except Exception as exc:
+        log.error("event store unavailable", source=source, error=str(exc)[:300])
+        return _answer(source, "unavailable", 503, "the event could not be stored; try again")
+    if stored:
+        relay.kick()
+    return _answer(
+        source, "accepted", 202, "stored", events=len(events), new=stored, duplicates=len(events) - stored,
+        ignored=ignored,
+    )
+
+
+@router.post("/dataverse", status_code=202, responses={200: {}, 400: {}, 401: {}, 413: {}, 503: {}})
+async def dataverse_webhook(
+    request: Request, settings: SettingsDep, db: DatabaseDep, relay: RelayDep, identity: IdentityDep,
+    code: Annotated[str | None, Query(max_length=1024)] = None,
+    x_bcsync_webhook_key: Annotated[str | None, Header()] = None,
+    x_ms_dynamics_msg_size_exceeded: Annotated[str | None, Header()] = None,
+    x_ms_correlation_request_id: Annotated[str | None, Header(max_length=128)] = None,
+) -> Response:
+    """A Dataverse webhook: the JSON RemoteExecutionContext of one Create, Update or Delete."""
+    source = "dataverse"
+    structlog.contextvars.bind_contextvars(correlation_id=x_ms_correlation_request_id or uuid.uuid4().hex)
+    expected = settings.dataverse_webhook_key.get_secret_value() if settings.dataverse_webhook_key else None
+    if not secret_matches(code or x_bcsync_webhook_key, expected):
+        return _answer(source, "unauthorized", 401, "missing or wrong webhook key")
+    try:
+        body = await read_bounded_body(request)
+    except BodyTooLarge as exc:
+        return _answer(source, "invalid", 413, str(exc.detail))
+    try:
+        context = RemoteExecutionContext.model_validate_json(body)
+    except ValidationError as exc:
+        return _answer(source, "invalid", 400, "not a RemoteExecutionContext: " + _first_error(exc))
+    entity = context.primary_entity_name
+    if not mappings_for(source, entity):
+        return _answer(source, "ignored", 200, f"no mapping uses the table {entity!r}")
+    if is_integration_echo(context, identity.user_id, settings.integration_tag):
+        return _answer(source, "ignored", 200, "the integration's own change", entity=entity)
+    try:
+        event = dataverse_event(
+            context, trimmed=x_ms_dynamics_msg_size_exceeded is not None,
+            correlation_id=x_ms_correlation_request_id,
+        )
+    except ValidationError as exc:
+        return _answer(source, "invalid", 400, "not a usable change: " + _first_error(exc))
+    return await _accept(source, db, relay, [event], ignored=0)
+
+
+@router.api_route(
+    "/business-central", methods=["GET", "POST"], status_code=202,
+    responses={200: {"content": {"text/plain": {}}}, 400: {}, 401: {}, 413: {}, 503: {}},
+)
+async def business_central_webhook(
+    request: Request, settings: SettingsDep, db: DatabaseDep, relay: RelayDep,
+    validation_token: Annotated[str | None, Query(alias="validationToken", max_length=4096)] = None,
+    x_ms_correlation_id: Annotated[str | None, Header(max_length=128)] = None,
+) -> Response:
+    """Business Central: the subscription handshake (`?validationToken=`), or a batch of notifications."""
+    source = "business_central"
+    correlation_id = x_ms_correlation_id or uuid.uuid4().hex
+    structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
+    if validation_token is not None:
+        if not _HANDSHAKE_TOKEN.fullmatch(validation_token):
+            return _answer(source, "invalid", 400, "malformed validationToken")
+        WEBHOOK_REQUESTS.labels(source, "handshake").inc()
+        log.info("webhook handshake answered", source=source)
+        return PlainTextResponse(validation_token, headers={"X-Content-Type-Options": "nosniff"})
+    if request.method == "GET":
+        return _answer(source, "invalid", 400, "GET is only for the validationToken handshake")
+    try:
+        try:
+            body = await read_bounded_body(request)
+        except BodyTooLarge as exc:
+            return _answer(source, "invalid", 413, str(exc.detail))
+        try:
+            batch = NotificationBatch.model_validate_json(body)
+        except ValidationError as exc:
+            return _answer(source, "invalid", 400, "not a notification batch: " + _first_error(exc))
+        expected = settings.bc_client_state.get_secret_value() if settings.bc_client_state else None
+        if not all(secret_matches(n.client_state, expected) for n in batch.value):
+            return _answer(source, "unauthorized", 401, "wrong clientState")
+        company = (settings.bc_company_id or "").lower()
+        events = [business_central_event(n, correlation_id=correlation_id) for n in batch.value]
+        wanted = [
+            e for e in events
+            if mappings_for(source, e.entity) and (not company or e.company_id == company)
+        ]
+        if not wanted:
+            return _answer(source, "ignored", 202, "no mapping uses these resources", ignored=len(events))
+        return await _accept(source, db, relay, wanted, ignored=len(events) - len(wanted))
+    except Exception as exc:
+        log.exception("business central webhook failed", error=str(exc)[:300])
+        return _answer(source, "unavailable", 503, "internal error; try again")
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {error['msg']}"[:300] if where else str(error["msg"])[:300]

@@ -1,0 +1,99 @@
+"""The service's settings: environment variables (and `.env`) exactly as in docs/contract.md."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "BCSYNC_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./bcsync.db"
+    broker_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    namespace: str = Field(default="bcsync", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    authority_host: AnyHttpUrl = AnyHttpUrl("https://login.microsoftonline.com")
+
+    bc_url: str = "https://api.businesscentral.dynamics.com/v2.0/{tenant}/{environment}"
+    bc_environment: str = "production"
+    bc_company_id: str | None = None
+    bc_scope: str = "https://api.businesscentral.dynamics.com/.default"
+
+    dataverse_url: AnyHttpUrl | None = None
+    dataverse_scope: str | None = None
+    dataverse_webhook_key: SecretStr | None = None
+    bc_client_state: SecretStr | None = None
+
+    public_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")
+    admin_token: SecretStr | None = None
+    reconcile_minutes: int = Field(default=30, ge=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    # Not in the contract's table (additions are allowed); documented in the README.
+    integration_user_id: str | None = None  # skips WhoAmI: the Dataverse user id of the integration
+    integration_tag: str = Field(default="bcsync", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    worker_prefetch: int = Field(default=32, ge=1, le=1000)
+    worker_metrics_port: int = Field(default=9464, ge=0, le=65535)  # 0 = no metrics server
+    retry_delays: str = "1,5,30,120,600"  # seconds of the retry delay queues, one per attempt
+    dedupe_days: int = Field(default=7, ge=1)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _delays(cls, value: str) -> str:
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise ValueError("a comma-separated list of positive whole seconds")
+        return ",".join(parts)
+
+    @property
+    def retry_delay_seconds(self) -> list[int]:
+        return [int(p) for p in self.retry_delays.split(",")]
+
+    @property
+    def bc_service_root(self) -> str:
+        return self.bc_url.format(tenant=self.tenant_id or "", environment=self.bc_environment).rstrip("/")
+
+    @property
+    def dataverse_api(self) -> str:
+        return f"{str(self.dataverse_url).rstrip('/')}/api/data/v9.2"
+
+    @property
+    def dataverse_token_scope(self) -> str:
+        return self.dataverse_scope or f"{str(self.dataverse_url).rstrip('/')}/.default"
+
+
+class SettingsError(SystemExit):
+    """Stops the process with one line naming the variable."""
+
+
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings(*required: str) -> Settings:
+    """Read the settings; exit with one clear line if one is invalid or a `required` one is missing."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = env_name(str(first["loc"][0])) if first["loc"] else ENV_PREFIX
+        raise SettingsError(f"bcsync: invalid setting {name}: {first['msg']}") from None
+    for field in required:
+        if getattr(settings, field) in (None, ""):
+            raise SettingsError(f"bcsync: missing setting {env_name(field)}")
+    return settings
