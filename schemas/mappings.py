@@ -71,10 +71,15 @@ MAPPINGS: tuple[TableMapping, ...] = (
 BY_NAME: dict[str, TableMapping] = {m.name: m for m in MAPPINGS}
 
 
+_BY_ROUTING_KEY: dict[str, list[TableMapping]] = {}
+for _mapping in MAPPINGS:
+    for _key in _mapping.routing_keys:
+        _BY_ROUTING_KEY.setdefault(_key, []).append(_mapping)
+
+
 def mappings_for(source: str, entity: str) -> list[TableMapping]:
     """The mappings that an entity's change events are routed to (empty: nobody uses that entity)."""
-    key = routing_key(source, entity)
-    return [m for m in MAPPINGS if key in m.routing_keys]
+    return list(_BY_ROUTING_KEY.get(routing_key(source, entity), ()))
 
 
 def dependency_order() -> list[str]:

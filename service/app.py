@@ -14,6 +14,7 @@ from service.broker import broker_from_settings
 from service.connectors.auth import TokenProvider
 from service.connectors.dataverse import DataverseClient
 from service.identity import IntegrationIdentity
+from service.intake_writer import IntakeWriter
 from service.logging import get_logger
 from service.relay import OutboxRelay
 from service.settings import Settings
@@ -40,13 +41,14 @@ def create_app(settings: Settings) -> FastAPI:
         broker = broker_from_settings(settings)
         relay = OutboxRelay(db, broker, dedupe_days=settings.dedupe_days)
         identity = IntegrationIdentity(settings.integration_user_id)
-        tasks = [asyncio.create_task(broker.connect_forever()), asyncio.create_task(relay.run())]
+        writer = IntakeWriter(db)
+        tasks = [asyncio.create_task(t) for t in (broker.connect_forever(), relay.run(), writer.run())]
         client = None
         if identity.user_id is None and settings.dataverse_url is not None:
             client = dataverse_client(settings)
             tasks.append(asyncio.create_task(identity.learn(client.who_am_i)))
         app.state.settings, app.state.db, app.state.broker = settings, db, broker
-        app.state.relay, app.state.identity = relay, identity
+        app.state.relay, app.state.identity, app.state.writer = relay, identity, writer
         log.info("api started", host=settings.host, port=settings.port, namespace=settings.namespace)
         try:
             yield

@@ -36,9 +36,8 @@ def sandbox(
     ca_file: Annotated[str, typer.Option(help="where to write the self-signed CA")] = "sandbox-ca.pem",
 ) -> None:
     """Run local stand-ins for Business Central, Dataverse and Microsoft Entra."""
-    from sandbox.main import run
-
     from sandbox.config import SandboxConfig
+    from sandbox.main import run
 
     run(SandboxConfig.from_env(bc_port=bc_port, dataverse_port=dataverse_port, entra_port=entra_port,
                                ca_file=ca_file))

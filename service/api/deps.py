@@ -9,28 +9,33 @@ from fastapi import Depends, Request
 
 from service.broker import Broker
 from service.identity import IntegrationIdentity
+from service.intake_writer import IntakeWriter
 from service.relay import OutboxRelay
 from service.settings import Settings
 from service.store.db import Database
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def _db(request: Request) -> Database:
+async def _db(request: Request) -> Database:
     return request.app.state.db
 
 
-def _broker(request: Request) -> Broker:
+async def _broker(request: Request) -> Broker:
     return request.app.state.broker
 
 
-def _relay(request: Request) -> OutboxRelay:
+async def _relay(request: Request) -> OutboxRelay:
     return request.app.state.relay
 
 
-def _identity(request: Request) -> IntegrationIdentity:
+async def _writer(request: Request) -> IntakeWriter:
+    return request.app.state.writer
+
+
+async def _identity(request: Request) -> IntegrationIdentity:
     return request.app.state.identity
 
 
@@ -38,6 +43,7 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 DatabaseDep = Annotated[Database, Depends(_db)]
 BrokerDep = Annotated[Broker, Depends(_broker)]
 RelayDep = Annotated[OutboxRelay, Depends(_relay)]
+WriterDep = Annotated[IntakeWriter, Depends(_writer)]
 IdentityDep = Annotated[IntegrationIdentity, Depends(_identity)]
 
 

@@ -21,13 +21,12 @@ from schemas.dataverse import RemoteExecutionContext
 from schemas.events import ChangeEvent
 from schemas.mappings import mappings_for
 from service.api.body import BodyTooLarge, read_bounded_body
-from service.api.deps import DatabaseDep, IdentityDep, RelayDep, SettingsDep, secret_matches
+from service.api.deps import IdentityDep, RelayDep, SettingsDep, WriterDep, secret_matches
 from service.intake import business_central_event, dataverse_event, is_integration_echo
+from service.intake_writer import IntakeWriter
 from service.logging import get_logger
 from service.metrics import WEBHOOK_REQUESTS
 from service.relay import OutboxRelay
-from service.store import outbox
-from service.store.db import Database
 
 log = get_logger(__name__)
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
@@ -43,10 +42,10 @@ def _answer(source: str, outcome: str, status: int, detail: str, **extra: object
     return JSONResponse({"outcome": outcome, "detail": detail, **extra}, status_code=status)
 
 
-async def _accept(source: str, db: Database, relay: OutboxRelay, events: list[ChangeEvent], ignored: int) -> Response:
+async def _accept(source: str, writer: IntakeWriter, relay: OutboxRelay, events: list[ChangeEvent],
+                  ignored: int) -> Response:
     try:
-        async with db.session() as session:
-            stored = await outbox.store_events(session, events)
+        stored = await writer.store(events)
     except Exception as exc:
         log.error("event store unavailable", source=source, error=str(exc)[:300])
         return _answer(source, "unavailable", 503, "the event could not be stored; try again")
@@ -60,7 +59,7 @@ async def _accept(source: str, db: Database, relay: OutboxRelay, events: list[Ch
 
 @router.post("/dataverse", status_code=202, responses={200: {}, 400: {}, 401: {}, 413: {}, 503: {}})
 async def dataverse_webhook(
-    request: Request, settings: SettingsDep, db: DatabaseDep, relay: RelayDep, identity: IdentityDep,
+    request: Request, settings: SettingsDep, writer: WriterDep, relay: RelayDep, identity: IdentityDep,
     code: Annotated[str | None, Query(max_length=1024)] = None,
     x_bcsync_webhook_key: Annotated[str | None, Header()] = None,
     x_ms_dynamics_msg_size_exceeded: Annotated[str | None, Header()] = None,
@@ -92,7 +91,7 @@ async def dataverse_webhook(
         )
     except ValidationError as exc:
         return _answer(source, "invalid", 400, "not a usable change: " + _first_error(exc))
-    return await _accept(source, db, relay, [event], ignored=0)
+    return await _accept(source, writer, relay, [event], ignored=0)
 
 
 @router.api_route(
@@ -100,7 +99,7 @@ async def dataverse_webhook(
     responses={200: {"content": {"text/plain": {}}}, 400: {}, 401: {}, 413: {}, 503: {}},
 )
 async def business_central_webhook(
-    request: Request, settings: SettingsDep, db: DatabaseDep, relay: RelayDep,
+    request: Request, settings: SettingsDep, writer: WriterDep, relay: RelayDep,
     validation_token: Annotated[str | None, Query(alias="validationToken", max_length=4096)] = None,
     x_ms_correlation_id: Annotated[str | None, Header(max_length=128)] = None,
 ) -> Response:
@@ -136,7 +135,7 @@ async def business_central_webhook(
         ]
         if not wanted:
             return _answer(source, "ignored", 202, "no mapping uses these resources", ignored=len(events))
-        return await _accept(source, db, relay, wanted, ignored=len(events) - len(wanted))
+        return await _accept(source, writer, relay, wanted, ignored=len(events) - len(wanted))
     except Exception as exc:
         log.exception("business central webhook failed", error=str(exc)[:300])
         return _answer(source, "unavailable", 503, "internal error; try again")

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.events import ChangeEvent
 from service.store.models import OutboxEvent
@@ -40,20 +40,25 @@ class PendingEvent:
     payload: str
 
 
-async def store_events(session: AsyncSession, events: Sequence[ChangeEvent]) -> int:
-    """Insert events not seen before (by dedupe key); returns how many were new."""
+async def store_events(session: AsyncSession, events: Sequence[ChangeEvent]) -> list[bool]:
+    """Insert events not seen before (by dedupe key) in one statement; returns, per event, whether it was new."""
+    if not events:
+        return []
     insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
     now = utcnow()
-    stored = 0
-    for event in events:
-        statement = insert(T).values(
-            dedupe_key=event.dedupe_key, routing_key=event.routing_key, source=event.source,
-            entity=event.entity, correlation_id=event.correlation_id, payload=event.model_dump_json(),
-            created_at=now, attempts=0,
-        ).on_conflict_do_nothing(index_elements=["dedupe_key"])
-        result = await session.execute(statement)
-        stored += result.rowcount or 0  # type: ignore[attr-defined]
-    return stored
+    rows = [
+        {"dedupe_key": e.dedupe_key, "routing_key": e.routing_key, "source": e.source, "entity": e.entity,
+         "correlation_id": e.correlation_id, "payload": e.model_dump_json(), "created_at": now, "attempts": 0}
+        for e in events
+    ]
+    # One cached statement run as executemany: SQLAlchemy batches it into multi-row INSERTs with RETURNING.
+    statement = insert(T).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(T.c.dedupe_key)
+    inserted = set((await session.execute(statement, rows)).scalars())
+    new: list[bool] = []
+    for event in events:  # a key twice in one batch: only its first occurrence is new
+        new.append(event.dedupe_key in inserted)
+        inserted.discard(event.dedupe_key)
+    return new
 
 
 async def claim_pending(session: AsyncSession, limit: int, lease_seconds: float) -> list[PendingEvent]:
