@@ -4,7 +4,11 @@ an in-process webhook receiver that the BC stand-in's HTTP client is pointed at.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import socket
+import ssl
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +20,7 @@ from starlette.responses import PlainTextResponse, Response
 from sandbox.bc.app import create_app
 from sandbox.bc.runtime import BC_AUDIENCE, BCSandbox
 from sandbox.config import DEMO_COMPANY_ID, DEMO_TENANT_ID, SandboxConfig
+from sandbox.main import serve
 from sandbox.tokens import TokenIssuer
 
 ROOT = f"/v2.0/{DEMO_TENANT_ID}/production/api/v2.0"
@@ -110,3 +115,59 @@ async def basics(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
     out["item"] = await make(client, "items", {"displayName": "Desk", "unitPrice": 100,
                                                "baseUnitOfMeasureCode": "PCS"})
     return out
+
+
+# ---- the whole sandbox, live on real ports (module scope: started once per test module) -----------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Live:
+    config: SandboxConfig
+
+    @property
+    def authority(self) -> str:
+        return f"https://127.0.0.1:{self.config.entra_port}/{self.config.tenant_id}"
+
+    @property
+    def bc_root(self) -> str:
+        return f"http://127.0.0.1:{self.config.bc_port}/v2.0/{self.config.tenant_id}/{self.config.environment}/api/v2.0"
+
+    def https(self) -> httpx.Client:
+        return httpx.Client(verify=ssl.create_default_context(cafile=self.config.ca_file))
+
+    def bc_token(self) -> str:
+        """A BC token from the Entra stand-in's token endpoint (client credentials)."""
+        with self.https() as http:
+            response = http.post(f"{self.authority}/oauth2/v2.0/token", data={
+                "client_id": self.config.client_id, "client_secret": self.config.client_secret,
+                "scope": BC_AUDIENCE + "/.default", "grant_type": "client_credentials"})
+        return str(response.json()["access_token"])
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    ca_file = str(tmp_path_factory.mktemp("ca") / "ca.pem")
+    config = SandboxConfig(bc_port=free_port(), dataverse_port=free_port(), entra_port=free_port(), ca_file=ca_file)
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(config, stop),), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    for port in (config.entra_port, config.bc_port, config.dataverse_port):
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"port {port} never listened"
+                time.sleep(0.05)
+    yield Live(config)
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(10)
+    assert not thread.is_alive()
+
+

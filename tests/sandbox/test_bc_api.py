@@ -185,3 +185,17 @@ async def test_custom_api(client: httpx.AsyncClient) -> None:
     assert resource["number"] == "R00010"
     assert (await client.get(f"{CUSTOM}/resources")).json()["value"][0]["id"] == resource["id"]
     assert (await client.get(f"{COMPANY}/resources")).status_code == 404  # not a v2.0 entity
+
+
+async def test_orderby_with_paging(client: httpx.AsyncClient) -> None:
+    for name, limit in (("B", 300), ("A", 100), ("C", 200)):
+        await make(client, "customers", {"displayName": name, "creditLimit": limit})
+    first = await client.get(f"{COMPANY}/customers?$orderby=creditLimit desc&$select=displayName",
+                             headers={"Prefer": "odata.maxpagesize=2"})
+    second = await client.get(first.json()["@odata.nextLink"])
+    names = [c["displayName"] for c in first.json()["value"] + second.json()["value"]]
+    assert names == ["B", "C", "A"]
+    by_name = await client.get(f"{COMPANY}/customers?$orderby=displayName&$count=true")
+    assert [c["displayName"] for c in by_name.json()["value"]] == ["A", "B", "C"]
+    assert by_name.json()["@odata.count"] == 3
+    assert (await client.get(f"{COMPANY}/customers?$orderby=nope")).status_code == 400

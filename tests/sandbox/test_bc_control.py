@@ -88,3 +88,10 @@ async def test_reset(client: httpx.AsyncClient) -> None:
     await client.post("/_sandbox/seed", json={"customers": 3})
     await client.post("/_sandbox/reset")
     assert (await client.get("/_sandbox/state")).json()["counts"]["customers"] == 0
+
+
+async def test_seed_twice_adds(client: httpx.AsyncClient) -> None:
+    await client.post("/_sandbox/seed", json={"customers": 5})
+    await client.post("/_sandbox/seed", json={"customers": 5, "salespeople": 0})
+    counts = (await client.get("/_sandbox/state")).json()["counts"]
+    assert counts["customers"] == 10 and counts["contacts"] == 20 and counts["salespeoplePurchasers"] == 5

@@ -130,3 +130,14 @@ async def test_batch(client: httpx.AsyncClient) -> None:
     assert len((await client.get(f"{COMPANY}/contacts")).json()["value"]) == 1  # "Two"'s contact undone too
     too_many = [{"id": str(i), "method": "GET", "url": f"{ROOT}/companies"} for i in range(101)]
     assert (await client.post(f"{ROOT}/$batch", json={"requests": too_many})).status_code == 400
+
+
+async def test_cannot_delete_customer_or_item_in_use(client: httpx.AsyncClient) -> None:
+    data = await basics(client)
+    created = await order(client, data)
+    customer = await client.delete(f"{COMPANY}/customers({data['customer']['id']})", headers={"If-Match": "*"})
+    assert customer.status_code == 400 and customer.json()["error"]["code"] == "Internal_ErrorOnDelete"
+    item = await client.delete(f"{COMPANY}/items({data['item']['id']})", headers={"If-Match": "*"})
+    assert item.status_code == 400
+    await client.delete(f"{COMPANY}/salesOrders({created['id']})", headers={"If-Match": "*"})
+    assert (await client.delete(f"{COMPANY}/items({data['item']['id']})", headers={"If-Match": "*"})).status_code == 204

@@ -209,3 +209,14 @@ async def test_no_answer_is_retried_then_deleted(client: httpx.AsyncClient, rece
             await asyncio.sleep(0.02)
     outcomes = [d["outcome"] for d in bc.webhooks.deliveries if d["kind"] == "notification"]
     assert outcomes == ["no answer"] * 6
+
+
+async def test_custom_api_subscription(client: httpx.AsyncClient, receiver: Receiver) -> None:
+    resource = "/api/bcsync/integration/v1.0/" + RESOURCE.replace("customers", "resources")
+    assert (await subscribe(client, resource=resource)).status_code == 201
+    custom_root = COMPANY.replace("/api/v2.0/", "/api/bcsync/integration/v1.0/")
+    created = await make(client, "resources", {"displayName": "Consultant"}, custom_root)
+    await receiver.wait(1)
+    entry = receiver.notifications[0]["value"][0]
+    assert entry["resource"] == "api/bcsync/integration/v1.0/" + RESOURCE.replace(
+        "customers", f"resources({created['id']})")

@@ -3,64 +3,17 @@ that the BC stand-in accepts; wrong client, secret, grant or scope get Entra's e
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import ssl
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import msal
 import pytest
 
-from sandbox.config import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_COMPANY_ID, DEMO_TENANT_ID, SandboxConfig
-from sandbox.main import serve
+from sandbox.config import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_COMPANY_ID, DEMO_TENANT_ID
+from tests.sandbox.conftest import Live
 
 BC_SCOPE = "https://api.businesscentral.dynamics.com/.default"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Live:
-    config: SandboxConfig
-
-    @property
-    def authority(self) -> str:
-        return f"https://127.0.0.1:{self.config.entra_port}/{self.config.tenant_id}"
-
-    def https(self) -> httpx.Client:
-        return httpx.Client(verify=ssl.create_default_context(cafile=self.config.ca_file))
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    ca_file = str(tmp_path_factory.mktemp("ca") / "ca.pem")
-    config = SandboxConfig(bc_port=free_port(), dataverse_port=free_port(), entra_port=free_port(), ca_file=ca_file)
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(config, stop),), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    for port in (config.entra_port, config.bc_port, config.dataverse_port):
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, f"port {port} never listened"
-                time.sleep(0.05)
-    yield Live(config)
-    loop.call_soon_threadsafe(stop.set)
-    thread.join(10)
-    assert not thread.is_alive()
 
 
 def test_msal_gets_a_token_bc_accepts(live: Live, monkeypatch: pytest.MonkeyPatch) -> None:
