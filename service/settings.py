@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(default=9464, ge=0, le=65535)  # 0 = no metrics server
     retry_delays: str = "1,5,30,120,600"  # seconds of the retry delay queues, one per attempt
     dedupe_days: int = Field(default=7, ge=1)
+    # Client-side request budgets: never more than this many requests per window to each system (per
+    # process; divide by the number of workers when you run several against one tenant).
+    bc_request_budget: int = Field(default=6000, ge=1)
+    dataverse_request_budget: int = Field(default=6000, ge=1)
+    request_window_seconds: float = Field(default=300.0, gt=0)
 
     @field_validator("log_level", mode="before")
     @classmethod
