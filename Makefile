@@ -31,6 +31,7 @@ lint: $(STAMP)  ## ruff and mypy
 bench: $(STAMP)  ## benchmarks; results go to docs/benchmarks.md
 	bash scripts/ensure-services.sh
 	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.sandbox
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info bcsync.db*

@@ -1,7 +1,7 @@
 """The handler registry: mapping name → the coroutine that applies one change event.
 
-A plain dict, filled by `register`. Until the sync engine fills in the mappings, every mapping uses
-`log_event`, which only records that the event arrived.
+A plain dict. The worker puts the sync engine's handler in for every mapping that has a rule
+(consumers/rules); the others use `log_event`, which only records that the event arrived.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ Handler = Callable[[TableMapping, ChangeEvent], Awaitable[None]]
 
 async def log_event(mapping: TableMapping, event: ChangeEvent) -> None:
     log.info(
-        "change event received", mapping=mapping.name, source=event.source, entity=event.entity,
-        record_id=event.record_id, change_type=event.change_type, dedupe_key=event.dedupe_key,
+        "event logged; this mapping has no sync rule yet", mapping=mapping.name, source=event.source,
+        entity=event.entity, record_id=event.record_id, change_type=event.change_type, dedupe_key=event.dedupe_key,
     )
 
 

@@ -15,6 +15,7 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
+from consumers.errors import RecordBusy
 from consumers.handlers import HANDLERS, Handler
 from schemas.events import ChangeEvent
 from schemas.mappings import BY_NAME, TableMapping
@@ -64,6 +65,8 @@ class Worker:
         except ValidationError as exc:
             await self._dead_letter(mapping, message, f"not a ChangeEvent: {exc.errors()[0]['msg']}", attempt=0)
             return
+        log.info("change event received", source=event.source, entity=event.entity, record_id=event.record_id,
+                 change_type=event.change_type, dedupe_key=event.dedupe_key)
         try:
             await self.handlers[mapping.name](mapping, event)
         except asyncio.CancelledError:
@@ -75,7 +78,19 @@ class Worker:
 
     async def _retry(self, mapping: TableMapping, message: AbstractIncomingMessage, error: Exception) -> None:
         previous = message.headers.get(ATTEMPT_HEADER)
-        attempt = (previous if isinstance(previous, int) else 0) + 1
+        # A record another worker is busy with is not a failure: wait the shortest delay, keep the budget.
+        busy = isinstance(error, RecordBusy)
+        attempt = (previous if isinstance(previous, int) else 0) + (0 if busy else 1)
+        if busy:
+            first_delay = self.broker.topology.retry_delays[0]
+            log.info("record busy; requeued", retry_in=first_delay)
+            await self.broker.publish(
+                "", self.broker.topology.delay_queue(first_delay), message.body,
+                message_id=message.message_id or "", correlation_id=message.correlation_id or "",
+                headers={MAPPING_HEADER: mapping.name, ATTEMPT_HEADER: attempt},
+            )
+            await message.ack()
+            return
         delay = self.broker.topology.delay_for_attempt(attempt)
         reason = f"{type(error).__name__}: {error}"[:500]
         if delay is None:
@@ -102,12 +117,13 @@ class Worker:
         await message.ack()
 
 
-async def run_worker(broker: Broker, relay: OutboxRelay, prefetch: int, stop: asyncio.Event) -> None:
+async def run_worker(broker: Broker, relay: OutboxRelay, prefetch: int, stop: asyncio.Event,
+                     handlers: dict[str, Handler] | None = None) -> None:
     """Connect, consume until `stop` is set, then stop consuming and let in-flight messages finish."""
     relay_task = asyncio.create_task(relay.run())
     try:
         await broker.connect_forever()
-        worker = Worker(broker, prefetch)
+        worker = Worker(broker, prefetch, handlers)
         await worker.start()
         await stop.wait()
         await worker.stop()

@@ -19,6 +19,31 @@ class Direction(StrEnum):
     BOTH = "both"
 
 
+class ConflictPolicy(StrEnum):
+    SEND = "send"  # Business Central wins
+    GET = "get"  # Dynamics 365 Sales wins
+    LATEST = "latest"  # the newer modified time wins
+    NONE = "none"  # record a conflict error, change nothing
+
+
+class DeletePolicy(StrEnum):
+    REMOVE_COUPLING = "remove-coupling"
+    RESTORE = "restore"
+    PROPAGATE = "propagate"
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    """One field pair: BC API field ⇄ Dataverse column, with its own direction and an optional transform
+    (a name the sync engine knows, e.g. `lookup:SALESPEOPLE`, `money`, `nonnegative`, `option:type`)."""
+
+    bc: str
+    dataverse: str
+    direction: Direction
+    transform: str | None = None
+    create_only: bool = False  # written when the destination record is created, never updated
+
+
 @dataclass(frozen=True)
 class TableMapping:
     name: str
@@ -30,6 +55,17 @@ class TableMapping:
     # Further tables whose changes concern this mapping (lines notify their header's mapping).
     extra_bc_entities: tuple[str, ...] = ()
     extra_dataverse_entities: tuple[str, ...] = ()
+    fields: tuple[FieldMap, ...] = ()
+    bc_filter: str | None = None  # OData $filter of records that take part (BC side)
+    dataverse_filter: str | None = None  # OData $filter of records that take part (Dataverse side)
+    # Templates: values set on records the integration creates; never overwrite mapped values.
+    bc_template: tuple[tuple[str, object], ...] = ()
+    dataverse_template: tuple[tuple[str, object], ...] = ()
+    conflict_policy: ConflictPolicy = ConflictPolicy.LATEST
+    delete_policy: DeletePolicy = DeletePolicy.REMOVE_COUPLING
+    only_coupled: bool = False  # "synch only coupled records"
+    # Match keys for coupling records that exist on both sides: (BC field, Dataverse column) pairs, tried in order.
+    match_keys: tuple[tuple[str, str], ...] = ()
 
     @property
     def bc_entities(self) -> tuple[str, ...]:
@@ -48,16 +84,91 @@ class TableMapping:
 
 CUSTOM_API = "bcsync/integration/v1.0"
 
+TO, FROM, BOTH = Direction.TO_CRM, Direction.FROM_CRM, Direction.BOTH
+ADDRESS = (
+    FieldMap("addressLine1", "address1_line1", BOTH, "text:100"),
+    FieldMap("addressLine2", "address1_line2", BOTH, "text:50"),
+    FieldMap("city", "address1_city", BOTH, "text:30"),
+    FieldMap("state", "address1_stateorprovince", BOTH, "text:30"),
+    FieldMap("postalCode", "address1_postalcode", BOTH, "text:20"),
+    FieldMap("country", "address1_country", BOTH, "text:10"),
+)
+PRODUCT_FIELDS = (
+    FieldMap("number", "productnumber", TO, "text:20"),
+    FieldMap("displayName", "name", BOTH, "text:100"),
+    FieldMap("unitPrice", "price", TO, "money"),
+    FieldMap("unitCost", "standardcost", TO, "money"),
+    FieldMap("unitCost", "currentcost", TO, "money"),
+    FieldMap("baseUnitOfMeasureCode", "defaultuomscheduleid", TO, "lookup:UNITOFMEASURE"),
+)
+
 MAPPINGS: tuple[TableMapping, ...] = (
-    TableMapping("SALESPEOPLE", "salespeoplePurchasers", "systemuser", Direction.FROM_CRM),
-    TableMapping("CURRENCY", "currencies", "transactioncurrency", Direction.TO_CRM),
-    TableMapping("UNITOFMEASURE", "unitsOfMeasure", "uomschedule", Direction.TO_CRM,
-                 extra_dataverse_entities=("uom",)),
-    TableMapping("CUSTOMER", "customers", "account", Direction.BOTH, ("SALESPEOPLE", "CURRENCY")),
-    TableMapping("CONTACT", "contacts", "contact", Direction.BOTH, ("CUSTOMER",)),
-    TableMapping("ITEM-PRODUCT", "items", "product", Direction.TO_CRM, ("UNITOFMEASURE", "CURRENCY")),
-    TableMapping("RESOURCE-PRODUCT", "resources", "product", Direction.TO_CRM, ("UNITOFMEASURE", "CURRENCY"),
-                 bc_api=CUSTOM_API),
+    TableMapping(
+        "SALESPEOPLE", "salespeoplePurchasers", "systemuser", FROM,
+        fields=(FieldMap("displayName", "fullname", FROM, "text:50"),
+                FieldMap("email", "internalemailaddress", FROM, "text:80"),
+                FieldMap("phoneNo", "mobilephone", FROM, "text:30")),
+        dataverse_filter="isdisabled eq false and islicensed eq true",
+        match_keys=(("email", "internalemailaddress"),),
+    ),
+    TableMapping(
+        "CURRENCY", "currencies", "transactioncurrency", TO,
+        fields=(FieldMap("code", "isocurrencycode", TO, "text:5", create_only=True),
+                FieldMap("symbol", "currencysymbol", TO, "text:10"),
+                FieldMap("displayName", "currencyname", TO, "text:100")),
+        dataverse_template=(("exchangerate", 1.0),),
+        match_keys=(("code", "isocurrencycode"),),
+    ),
+    TableMapping(
+        "UNITOFMEASURE", "unitsOfMeasure", "uomschedule", TO, extra_dataverse_entities=("uom",),
+        fields=(FieldMap("code", "name", TO, "text:10"),
+                FieldMap("code", "baseuomname", TO, "text:10", create_only=True)),
+        match_keys=(("code", "name"),),
+    ),
+    TableMapping(
+        "CUSTOMER", "customers", "account", BOTH, ("SALESPEOPLE", "CURRENCY"),
+        fields=(FieldMap("displayName", "name", BOTH, "text:100"),
+                FieldMap("number", "accountnumber", TO, "text:20"),
+                *ADDRESS,
+                FieldMap("phoneNumber", "telephone1", BOTH, "text:30"),
+                FieldMap("email", "emailaddress1", BOTH, "text:80"),
+                FieldMap("website", "websiteurl", BOTH, "text:80"),
+                FieldMap("creditLimit", "creditlimit", TO, "money"),
+                FieldMap("currencyCode", "transactioncurrencyid", BOTH, "lookup:CURRENCY"),
+                FieldMap("salespersonCode", "ownerid", BOTH, "lookup:SALESPEOPLE")),
+        bc_filter="blocked eq ' '",
+        dataverse_filter="statecode eq 0 and customertypecode eq 3",
+        dataverse_template=(("customertypecode", 3),),
+        match_keys=(("number", "accountnumber"), ("displayName", "name")),
+    ),
+    TableMapping(
+        "CONTACT", "contacts", "contact", BOTH, ("CUSTOMER",),
+        fields=(FieldMap("displayName", "firstname+lastname", BOTH, "name"),
+                FieldMap("email", "emailaddress1", BOTH, "text:80"),
+                FieldMap("phoneNumber", "telephone1", BOTH, "text:30"),
+                FieldMap("mobilePhoneNumber", "mobilephone", BOTH, "text:30"),
+                FieldMap("jobTitle", "jobtitle", BOTH, "text:30"),
+                *ADDRESS,
+                FieldMap("companyNumber", "parentcustomerid", BOTH, "parent")),
+        bc_filter="type eq 'Person'",
+        bc_template=(("type", "Person"),),
+        match_keys=(("email", "emailaddress1"),),  # within the parent account
+    ),
+    TableMapping(
+        "ITEM-PRODUCT", "items", "product", TO, ("UNITOFMEASURE", "CURRENCY"),
+        fields=(*PRODUCT_FIELDS,
+                FieldMap("inventory", "quantityonhand", TO, "nonnegative"),
+                FieldMap("type", "producttypecode", TO, "option:itemtype")),
+        bc_filter="blocked eq false",
+        match_keys=(("number", "productnumber"),),
+    ),
+    TableMapping(
+        "RESOURCE-PRODUCT", "resources", "product", TO, ("UNITOFMEASURE", "CURRENCY"), bc_api=CUSTOM_API,
+        fields=PRODUCT_FIELDS,
+        bc_filter="blocked eq false",
+        dataverse_template=(("producttypecode", 3),),
+        match_keys=(("number", "productnumber"),),
+    ),
     TableMapping("CUSTPRCGRP-PRICE", "customerPriceGroups", "pricelevel", Direction.TO_CRM,
                  ("CURRENCY", "ITEM-PRODUCT"), bc_api=CUSTOM_API),
     TableMapping("SALESPRC-PRODPRICE", "salesPrices", "productpricelevel", Direction.TO_CRM,
@@ -86,3 +197,26 @@ def dependency_order() -> list[str]:
     """Mapping names so that every mapping comes after the ones it depends on (BC's order)."""
     graph = {m.name: set(m.depends_on) for m in MAPPINGS}
     return list(TopologicalSorter(graph).static_order())
+
+
+# Dataverse entity set names of the tables the mappings use (the Web API addresses tables by these).
+DATAVERSE_SETS: dict[str, str] = {
+    "systemuser": "systemusers", "transactioncurrency": "transactioncurrencies", "uomschedule": "uomschedules",
+    "uom": "uoms", "account": "accounts", "contact": "contacts", "product": "products", "pricelevel": "pricelevels",
+    "productpricelevel": "productpricelevels", "salesorder": "salesorders", "salesorderdetail": "salesorderdetails",
+    "invoice": "invoices", "invoicedetail": "invoicedetails",
+}
+
+
+def bc_resources() -> list[tuple[str, str]]:
+    """(API route, entity set) of every BC table the mappings use: what to subscribe to."""
+    seen: dict[tuple[str, str], None] = {}
+    for mapping in MAPPINGS:
+        for entity in mapping.bc_entities:
+            seen[(mapping.bc_api, entity)] = None
+    return list(seen)
+
+
+def dataverse_tables() -> list[str]:
+    """Every Dataverse table the mappings use: what the webhook steps are registered for."""
+    return list(dict.fromkeys(t for m in MAPPINGS for t in m.dataverse_entities))

@@ -45,9 +45,10 @@ def sandbox(
 
 @app.command()
 def demo(once: Annotated[bool, typer.Option("--once", help="exit after the summary")] = False) -> None:
-    """Sandbox + api + worker, seeded, with a scripted story (arrives with the sync engine)."""
-    typer.echo("bcsync demo: the scripted story needs the sync engine, which is not built yet.", err=True)
-    raise typer.Exit(2)
+    """Sandbox + api + worker on this machine, seeded, with a scripted story and a summary."""
+    from service.demo.run import main
+
+    raise typer.Exit(main(once))
 
 
 @app.command()

@@ -45,9 +45,13 @@ def run_api() -> None:
     )
 
 
+WORKER_REQUIRED = ("tenant_id", "client_id", "client_secret", "bc_company_id", "dataverse_url")
+
+
 def run_worker() -> None:
-    settings = load_settings()
+    settings = load_settings(*WORKER_REQUIRED)
     configure_logging(settings.log_level)
+    from consumers.assembly import assemble
     from consumers.worker import run_worker as consume
 
     async def main() -> None:
@@ -64,9 +68,11 @@ def run_worker() -> None:
                 start_http_server(settings.worker_metrics_port, addr=settings.host)
             except OSError as exc:  # another worker on this machine has the port
                 log.warning("worker metrics port busy", port=settings.worker_metrics_port, error=str(exc))
+        assembly = assemble(settings, db, broker)
         try:
-            await consume(broker, relay, settings.worker_prefetch, stop)
+            await consume(broker, relay, settings.worker_prefetch, stop, assembly.handlers)
         finally:
+            await assembly.close()
             await db.close()
         log.info("worker stopped")
 

@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(default=9464, ge=0, le=65535)  # 0 = no metrics server
     retry_delays: str = "1,5,30,120,600"  # seconds of the retry delay queues, one per attempt
     dedupe_days: int = Field(default=7, ge=1)
+    local_currency: str = Field(default="USD", pattern=r"^[A-Za-z]{3}$")  # BC's LCY: blank currency codes
     # Client-side request budgets: never more than this many requests per window to each system (per
     # process; divide by the number of workers when you run several against one tenant).
     bc_request_budget: int = Field(default=6000, ge=1)

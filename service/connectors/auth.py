@@ -23,23 +23,37 @@ MICROSOFT_HOSTS = {"login.microsoftonline.com", "login.microsoft.com", "login.wi
 
 class TokenProvider:
     def __init__(self, authority_host: str, tenant_id: str, client_id: str, client_secret: str) -> None:
-        host = urlsplit(authority_host).hostname or ""
-        self._app = msal.ConfidentialClientApplication(
-            client_id,
-            client_credential=client_secret,
-            authority=f"{authority_host.rstrip('/')}/{tenant_id}",
-            # Outside Microsoft's cloud, MSAL must not ask Microsoft to validate the authority: it then
-            # reads `<authority>/v2.0/.well-known/openid-configuration` for the token endpoint.
-            instance_discovery=host in MICROSOFT_HOSTS,
-        )
+        self._authority = f"{authority_host.rstrip('/')}/{tenant_id}"
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._discovery = (urlsplit(authority_host).hostname or "") in MICROSOFT_HOSTS
+        self._app: msal.ConfidentialClientApplication | None = None
         self._lock = threading.Lock()  # MSAL's app object is not documented as thread-safe
+
+    def _application(self) -> msal.ConfidentialClientApplication:
+        # Made on first use, not at start: MSAL reads the authority's metadata when it is constructed, and a
+        # process must start (and retry later) even while Entra is unreachable.
+        if self._app is None:
+            self._app = msal.ConfidentialClientApplication(
+                self._client_id,
+                client_credential=self._client_secret,
+                authority=self._authority,
+                # Outside Microsoft's cloud, MSAL must not ask Microsoft to validate the authority: it then
+                # reads `<authority>/v2.0/.well-known/openid-configuration` for the token endpoint.
+                instance_discovery=self._discovery,
+            )
+        return self._app
 
     def _acquire(self, scope: str, force_refresh: bool) -> str:
         with self._lock:
+            try:
+                app = self._application()
+            except (ValueError, OSError) as exc:  # metadata unreachable or unreadable
+                raise TokenError(f"authority {self._authority} unavailable: {type(exc).__name__}") from None
             if force_refresh:
-                for account_token in self._app.token_cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN):
-                    self._app.token_cache.remove_at(account_token)
-            result = self._app.acquire_token_for_client(scopes=[scope])
+                for cached in app.token_cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN):
+                    app.token_cache.remove_at(cached)
+            result = app.acquire_token_for_client(scopes=[scope])
         if "access_token" not in result:
             raise TokenError(f"{result.get('error')}: {str(result.get('error_description', ''))[:300]}")
         return str(result["access_token"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, Index, Text
+from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -34,3 +34,99 @@ class OutboxEvent(SQLModel, table=True):
     claimed_until: datetime | None = Field(default=None, sa_column=_utc())
     attempts: int = 0
     last_error: str | None = Field(default=None, max_length=1000)
+
+
+class Coupling(SQLModel, table=True):
+    """A BC record and a Dataverse record kept equal by one mapping.
+
+    The hashes are of the mapped values each side last had when the integration synchronized them
+    (`bc_hash`: the BC record's values as they map to Dataverse; `dataverse_hash`: the other way round).
+    A side whose current hash equals the stored one has not changed since: that is how our own writes,
+    coming back as notifications, count as unchanged.
+    """
+
+    __tablename__ = "coupling"
+    __table_args__ = (
+        UniqueConstraint("mapping", "bc_id", name="uq_coupling_bc"),
+        UniqueConstraint("mapping", "dataverse_id", name="uq_coupling_dataverse"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    mapping: str = Field(max_length=64, index=True)
+    bc_id: str = Field(max_length=64)
+    dataverse_id: str = Field(max_length=64)
+    bc_modified: datetime | None = Field(default=None, sa_column=_utc())
+    dataverse_modified: datetime | None = Field(default=None, sa_column=_utc())
+    bc_hash: str | None = Field(default=None, max_length=64)
+    dataverse_hash: str | None = Field(default=None, max_length=64)
+    last_result: str = Field(default="coupled", max_length=32)
+    attempts: int = 0
+    info: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # JSON: e.g. the BC order number
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class RecordLock(SQLModel, table=True):
+    """A short lease on one record of one mapping, so that two workers never apply changes to the same
+    record at once (and never create it twice)."""
+
+    __tablename__ = "record_lock"
+
+    key: str = Field(primary_key=True, max_length=200)
+    owner: str = Field(max_length=64)
+    locked_until: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class SyncJob(SQLModel, table=True):
+    """The integration synch job log: counters per mapping, direction and run (live events are counted
+    per hour)."""
+
+    __tablename__ = "sync_job"
+    __table_args__ = (UniqueConstraint("mapping", "direction", "kind", "bucket", name="uq_sync_job_bucket"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    mapping: str = Field(max_length=64, index=True)
+    direction: str = Field(max_length=16)
+    kind: str = Field(max_length=16)  # live | reconcile | full
+    bucket: str = Field(max_length=64)  # the hour for live runs, the run id otherwise
+    started_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    finished_at: datetime | None = Field(default=None, sa_column=_utc())
+    inserted: int = 0
+    modified: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    failed: int = 0
+    coupled: int = 0
+
+
+class SyncError(SQLModel, table=True):
+    """A record that could not be synchronized: what, why, how often; retried or dismissed by operators."""
+
+    __tablename__ = "sync_error"
+    __table_args__ = (UniqueConstraint("mapping", "source", "source_id", name="uq_sync_error_record"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    mapping: str = Field(max_length=64, index=True)
+    source: str = Field(max_length=32)
+    source_id: str = Field(max_length=64)
+    destination_id: str | None = Field(default=None, max_length=64)
+    message: str = Field(max_length=2000)
+    attempts: int = 1
+    state: str = Field(default="open", max_length=16)  # open | skipped | resolved
+    waiting_for: str | None = Field(default=None, max_length=200)  # "<mapping>:<side>:<id>" of a missing dependency
+    event: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # the ChangeEvent, for retry
+    first_seen: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    last_seen: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class MappingConfig(SQLModel, table=True):
+    """An operator's changes to a mapping's defaults (JSON), and its hold state."""
+
+    __tablename__ = "mapping_config"
+
+    mapping: str = Field(primary_key=True, max_length=64)
+    config: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    on_hold: bool = False
+    version: int = 1
+    updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

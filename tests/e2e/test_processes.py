@@ -42,6 +42,10 @@ def test_api_and_worker_processes_carry_an_event_with_its_correlation_id(rabbit,
         "BCSYNC_BROKER_URL": BROKER_URL, "BCSYNC_DATAVERSE_WEBHOOK_KEY": WEBHOOK_KEY,
         "BCSYNC_BC_CLIENT_STATE": CLIENT_STATE, "BCSYNC_INTEGRATION_USER_ID": INTEGRATION_USER,
         "BCSYNC_ADMIN_TOKEN": ADMIN_TOKEN, "BCSYNC_PORT": str(port), "BCSYNC_WORKER_METRICS_PORT": "0",
+        # nothing listens at these: the event used here goes to a mapping without a sync rule yet
+        "BCSYNC_TENANT_ID": "t", "BCSYNC_CLIENT_ID": "c", "BCSYNC_CLIENT_SECRET": "s",
+        "BCSYNC_BC_COMPANY_ID": "00000000-0000-4000-8000-000000000000", "BCSYNC_DATAVERSE_URL": "http://127.0.0.1:9",
+        "BCSYNC_AUTHORITY_HOST": "https://127.0.0.1:9",
     }
     api_log, worker_log = tmp_path / "api.log", tmp_path / "worker.log"
     api = start(["api"], env, api_log)
@@ -50,12 +54,12 @@ def test_api_and_worker_processes_carry_an_event_with_its_correlation_id(rabbit,
         wait_for_line(api_log, "broker connected")
         wait_for_line(worker_log, "worker consuming")
         response = httpx.post(f"http://127.0.0.1:{port}/webhooks/dataverse", params={"code": WEBHOOK_KEY},
-                              content=sample_text("dataverse-account-create.json"),
+                              content=sample_text("dataverse-salesorder-submitted.json"),
                               headers={"x-ms-correlation-request-id": "e2e-corr-1"}, timeout=10)
         assert response.status_code == 202
         received = wait_for_line(worker_log, '"change event received"')
-        assert received["mapping"] == "CUSTOMER" and received["correlation_id"] == "e2e-corr-1"
-        assert received["record_id"] == "5b0e8f7a-3c2d-4e1f-9a8b-7c6d5e4f3a2b"
+        assert received["mapping"] == "SALESORDER-ORDER" and received["correlation_id"] == "e2e-corr-1"
+        assert received["record_id"] == "7e6d5c4b-3a29-4180-9f7e-6d5c4b3a2918"
         assert WEBHOOK_KEY not in api_log.read_text()  # the ?code= key never reaches a log line
     finally:
         for process in (api, worker):

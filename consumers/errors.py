@@ -1,0 +1,29 @@
+"""What can stop one record from being applied, and how the worker treats each."""
+
+from __future__ import annotations
+
+
+class Skip(Exception):
+    """The record does not take part (filter, direction, nothing to do): counted as skipped."""
+
+
+class RecordBusy(Exception):
+    """Another worker holds this record right now: try again shortly, without using up retries."""
+
+
+class SyncFailure(Exception):
+    """The record could not be applied; retried with back-off, and listed in the error list."""
+
+    waiting_for: str | None = None
+
+
+class MissingDependency(SyncFailure):
+    """A record it references is not coupled and cannot be synchronized in that direction."""
+
+    def __init__(self, message: str, mapping: str, side: str, record_id: str) -> None:
+        super().__init__(message)
+        self.waiting_for = f"{mapping}:{side}:{record_id.lower()}"
+
+
+class Conflict(SyncFailure):
+    """Both sides changed a field since the last synchronization and the policy is `none`."""

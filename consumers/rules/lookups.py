@@ -1,0 +1,150 @@
+"""Lookups through another mapping's couplings: currency, salesperson, unit of measure, parent account.
+
+Each resolves a reference on one side to the coupled record on the other. When the referenced record is
+not coupled yet, it is synchronized first where its mapping's direction allows (the engine's
+`sync_dependency`); otherwise MissingDependency names what is missing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from consumers.errors import MissingDependency, Skip
+from consumers.rules.context import SyncContext, odata_text
+from service.store import couplings
+
+
+async def coupled_id(ctx: SyncContext, mapping: str, side: str, record_id: str) -> str | None:
+    """The other side's id of a coupled record, or None."""
+    async with ctx.db.session() as session:
+        coupling = await couplings.find(session, mapping, side, record_id)
+    if coupling is None:
+        return None
+    return coupling.dataverse_id if side == "bc" else coupling.bc_id
+
+
+async def resolve(ctx: SyncContext, mapping: str, side: str, record_id: str) -> str | None:
+    """Coupled id, synchronizing the record first if needed (None: it does not take part)."""
+    return await coupled_id(ctx, mapping, side, record_id) or await ctx.sync_dependency(mapping, side, record_id)
+
+
+async def _first_bc(ctx: SyncContext, entity_set: str, filter_: str) -> dict[str, Any] | None:
+    async for record in ctx.bc.list(entity_set, filter=filter_, page_size=2):
+        return record
+    return None
+
+
+async def base_currency_id(ctx: SyncContext) -> str | None:
+    """The Dataverse currency that stands for BC's local currency (blank currency code)."""
+    key = "base_currency"
+    if key not in ctx.cache:
+        found = None
+        filter_ = f"isocurrencycode eq {odata_text(ctx.local_currency)}"
+        async for row in ctx.dv.list("transactioncurrencies", filter=filter_, select=["transactioncurrencyid"],
+                                     page_size=2):
+            found = str(row["transactioncurrencyid"])
+        ctx.cache[key] = found
+    return ctx.cache[key]
+
+
+# --- toward Dataverse -------------------------------------------------------------------------------------------
+
+async def currency_to_dataverse(ctx: SyncContext, code: str) -> dict[str, Any]:
+    if not code or code.upper() == ctx.local_currency.upper():
+        base = await base_currency_id(ctx)
+        return {"transactioncurrencyid@odata.bind": f"/transactioncurrencies({base})"} if base else {}
+    currency = await _first_bc(ctx, "currencies", f"code eq {odata_text(code)}")
+    if currency is None:
+        raise MissingDependency(f"currency {code} does not exist in Business Central", "CURRENCY", "bc", code)
+    dataverse_id = await resolve(ctx, "CURRENCY", "bc", str(currency["id"]))
+    if dataverse_id is None:
+        raise MissingDependency(f"currency {code} is not coupled to a Dynamics 365 Sales currency", "CURRENCY", "bc",
+                                str(currency["id"]))
+    return {"transactioncurrencyid@odata.bind": f"/transactioncurrencies({dataverse_id})"}
+
+
+async def salesperson_to_dataverse(ctx: SyncContext, code: str) -> dict[str, Any]:
+    if not code:
+        return {}  # no salesperson: the account keeps its owner
+    person = await _first_bc(ctx, "salespeoplePurchasers", f"code eq {odata_text(code)}")
+    if person is None:
+        raise MissingDependency(f"salesperson {code} does not exist in Business Central", "SALESPEOPLE", "bc", code)
+    user_id = await coupled_id(ctx, "SALESPEOPLE", "bc", str(person["id"]))
+    if user_id is None:
+        raise MissingDependency(f"salesperson {code} is not coupled to a Dynamics 365 Sales user", "SALESPEOPLE", "bc",
+                                str(person["id"]))
+    return {"ownerid@odata.bind": f"/systemusers({user_id})"}
+
+
+async def unit_to_dataverse(ctx: SyncContext, code: str) -> dict[str, Any]:
+    if not code:
+        raise Skip("the record has no base unit of measure")
+    unit = await _first_bc(ctx, "unitsOfMeasure", f"code eq {odata_text(code)}")
+    if unit is None:
+        raise MissingDependency(f"unit of measure {code} does not exist in Business Central", "UNITOFMEASURE", "bc",
+                                code)
+    schedule_id = await resolve(ctx, "UNITOFMEASURE", "bc", str(unit["id"]))
+    if schedule_id is None:
+        raise MissingDependency(f"unit of measure {code} is not coupled to a unit group", "UNITOFMEASURE", "bc",
+                                str(unit["id"]))
+    base_unit = None
+    async for row in ctx.dv.list("uoms", filter=f"_uomscheduleid_value eq {schedule_id} and isschedulebaseuom eq true",
+                                 select=["uomid"], page_size=2):
+        base_unit = row["uomid"]
+    if base_unit is None:
+        raise MissingDependency(f"unit group of {code} has no base unit", "UNITOFMEASURE", "bc", str(unit["id"]))
+    return {"DefaultUoMScheduleId@odata.bind": f"/uomschedules({schedule_id})",
+            "DefaultUoMId@odata.bind": f"/uoms({base_unit})"}
+
+
+async def parent_to_dataverse(ctx: SyncContext, company_number: str) -> dict[str, Any]:
+    if not company_number:
+        raise Skip("the contact belongs to no company")
+    company = await _first_bc(ctx, "contacts", f"number eq {odata_text(company_number)}")
+    link = None
+    if company is not None:
+        link = await _first_bc(ctx, "contactsInformation",
+                               f"contactId eq {company['id']} and relatedType eq 'Customer'")
+    if link is None:
+        raise Skip(f"the contact's company {company_number} has no customer")
+    account_id = await resolve(ctx, "CUSTOMER", "bc", str(link["relatedId"]))
+    if account_id is None:
+        raise Skip(f"the contact's customer {link['relatedId']} does not take part in CUSTOMER")
+    return {"parentcustomerid_account@odata.bind": f"/accounts({account_id})"}
+
+
+# --- toward Business Central ------------------------------------------------------------------------------------
+
+async def currency_to_bc(ctx: SyncContext, currency_id: str | None) -> dict[str, Any]:
+    if not currency_id:
+        return {}
+    if currency_id.lower() == (await base_currency_id(ctx) or "").lower():
+        return {"currencyCode": ""}
+    bc_id = await coupled_id(ctx, "CURRENCY", "dataverse", currency_id)
+    if bc_id is None:
+        raise MissingDependency(f"Dynamics 365 Sales currency {currency_id} is not coupled to a Business Central "
+                                "currency", "CURRENCY", "dataverse", currency_id)
+    currency = await ctx.bc.get("currencies", bc_id)
+    return {"currencyCode": currency["code"]} if currency else {}
+
+
+async def salesperson_to_bc(ctx: SyncContext, user_id: str | None) -> dict[str, Any]:
+    if not user_id:
+        return {"salespersonCode": ""}
+    bc_id = await resolve(ctx, "SALESPEOPLE", "dataverse", user_id)
+    if bc_id is None:
+        return {"salespersonCode": ""}  # owned by someone who is not a salesperson (a team, the integration)
+    person = await ctx.bc.get("salespeoplePurchasers", bc_id)
+    return {"salespersonCode": person["code"]} if person else {"salespersonCode": ""}
+
+
+async def parent_to_bc(ctx: SyncContext, account_id: str | None) -> dict[str, Any]:
+    if not account_id:
+        raise Skip("the contact has no parent account")
+    customer_id = await resolve(ctx, "CUSTOMER", "dataverse", account_id)
+    if customer_id is None:
+        raise Skip(f"the contact's parent {account_id} does not take part in CUSTOMER")
+    link = await _first_bc(ctx, "contactsInformation", f"relatedId eq {customer_id} and relatedType eq 'Customer'")
+    if link is None:
+        raise MissingDependency(f"customer {customer_id} has no company contact", "CUSTOMER", "bc", customer_id)
+    return {"companyNumber": link["contactNumber"]}

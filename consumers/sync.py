@@ -1,0 +1,312 @@
+"""The sync engine: apply one change event — read the source, map, resolve dependencies, write the other
+side, update the coupling — exactly once in effect, without echo loops.
+
+Echoes and "nothing changed": each coupling keeps, per side, a hash of the values that side gives the
+other (`bc_hash`, `dataverse_hash`). A side whose current hash equals the stored one has not changed since
+the last synchronization, whoever wrote it last — our own writes coming back count as unchanged.
+Conflicts: both sides' hashes differ from the stored ones → the mapping's conflict policy decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from consumers.errors import Conflict, MissingDependency, RecordBusy, Skip, SyncFailure
+from consumers.rules.base import OTHER, Rule
+from schemas.events import ChangeEvent
+from schemas.mappings import ConflictPolicy, DeletePolicy, TableMapping
+from service.connectors.http import ApiError, PreconditionFailed
+from service.logging import get_logger
+from service.metrics import SYNC_LAG, SYNC_RECORDS
+from service.store import couplings, locks, synclog
+from service.store.db import Database
+from service.store.models import Coupling
+
+log = get_logger(__name__)
+
+LEASE_SECONDS = 120.0
+WRITE_ATTEMPTS = 4  # re-read and re-apply after a stale ETag, this many times
+SIDE_OF_SOURCE = {"business_central": "bc", "dataverse": "dataverse"}
+SOURCE_OF_SIDE = {"bc": "business_central", "dataverse": "dataverse"}
+
+Redrive = Callable[[str, str], Awaitable[None]]  # (mapping, event JSON) → put it back on the mapping's queue
+
+
+def digest(values: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def direction_of(target: str) -> str:
+    return "to_crm" if target == "dataverse" else "from_crm"
+
+
+@dataclass
+class Applied:
+    result: str  # inserted | modified | deleted | unchanged | skipped | coupled
+    direction: str
+    other_id: str | None = None
+    source_modified: datetime | None = None
+    new_coupling: Coupling | None = None
+
+
+class SyncEngine:
+    def __init__(self, db: Database, rules: dict[str, Rule], redrive: Redrive | None = None) -> None:
+        self.db = db
+        self.rules = rules
+        self.redrive = redrive
+
+    # --- entry points -------------------------------------------------------------------------------------------
+
+    async def handle(self, mapping: TableMapping, event: ChangeEvent) -> None:
+        """The worker's handler: apply one event; failures are listed and re-raised for a retry."""
+        rule = self.rules[mapping.name]
+        side = SIDE_OF_SOURCE[event.source]
+        if not rule.handles(side, event.entity):
+            return
+        if event.change_type == "collection":
+            await self.reconcile(rule, side, event)
+            return
+        assert event.record_id is not None
+        try:
+            await self.sync_record(rule, side, event.record_id, deleted=event.change_type == "deleted")
+        except (SyncFailure, ApiError) as exc:
+            await self._record_error(rule, side, event.record_id, exc, event.model_dump_json())
+            raise
+
+    async def reconcile(self, rule: Rule, side: str, event: ChangeEvent) -> None:
+        """A collection notification: read the changed set (or everything, to find hidden deletes)."""
+        seen: set[str] = set()
+        kind = "reconcile"
+        async for record in await rule.records(side, event.collection_filter):
+            record_id = rule.record_id(side, record)
+            seen.add(record_id)
+            try:
+                await self.sync_record(rule, side, record_id, record=record, kind=kind)
+            except (SyncFailure, ApiError) as exc:
+                await self._record_error(rule, side, record_id, exc, None)
+        if not event.full_reconcile:
+            return
+        after = 0
+        while batch := await self._couplings_page(rule.name, after):
+            after = batch[-1].id or after
+            for coupling in batch:
+                record_id = coupling.bc_id if side == "bc" else coupling.dataverse_id
+                if record_id not in seen:
+                    await self.sync_record(rule, side, record_id, deleted=True, kind=kind)
+
+    async def sync_dependency(self, mapping: str, side: str, record_id: str) -> str | None:
+        """Synchronize a referenced record first (if its mapping's direction allows); its coupled id."""
+        rule = self.rules[mapping]
+        other = OTHER[side]
+        if not rule.creates_toward(other):
+            raise MissingDependency(
+                f"{mapping} record {record_id} is not coupled, and {mapping} does not synchronize toward "
+                f"{'Dynamics 365 Sales' if other == 'dataverse' else 'Business Central'}", mapping, side, record_id)
+        record = await rule.read(side, record_id)
+        if record is None:
+            raise MissingDependency(f"{mapping} record {record_id} does not exist", mapping, side, record_id)
+        if not rule.included(side, record):
+            return None
+        applied = await self.sync_record(rule, side, record_id, record=record)
+        if applied.other_id is None:
+            raise MissingDependency(f"{mapping} record {record_id} could not be coupled", mapping, side, record_id)
+        return applied.other_id
+
+    # --- one record ---------------------------------------------------------------------------------------------
+
+    async def sync_record(self, rule: Rule, side: str, record_id: str, *, deleted: bool = False,
+                          record: dict[str, Any] | None = None, kind: str = "live") -> Applied:
+        record_id = record_id.lower()
+        other = OTHER[side]
+        # Each call holds its own lease: two concurrent calls in one worker must exclude each other too.
+        owner = uuid.uuid4().hex
+        keys = [f"{rule.name}:{side}:{record_id}"]
+        async with self.db.session() as session:
+            coupling = await couplings.find(session, rule.name, side, record_id)
+            if coupling is not None:
+                keys.append(f"{rule.name}:{other}:{_id(coupling, other)}")
+            if not await locks.acquire(session, keys, owner, LEASE_SECONDS):
+                raise RecordBusy(f"{rule.name} {side} {record_id} is being synchronized by another worker")
+        applied = Applied("failed", direction_of(other))
+        try:
+            try:
+                applied = await self._apply(rule, side, record_id, coupling, deleted, record)
+            except Skip as exc:
+                log.info("record skipped", mapping=rule.name, side=side, record_id=record_id, reason=str(exc))
+                applied = Applied("skipped", direction_of(other), _id(coupling, other) if coupling else None)
+        finally:
+            async with self.db.session() as session:
+                await locks.release(session, keys, owner)
+                await synclog.count(session, rule.name, applied.direction, kind, _bucket(kind),
+                                    Counter({applied.result: 1}))
+                if applied.result != "failed":
+                    await synclog.resolve_errors(session, rule.name, SOURCE_OF_SIDE[side], record_id)
+            SYNC_RECORDS.labels(rule.name, applied.direction, applied.result).inc()
+        if applied.result in ("inserted", "modified", "coupled") and applied.source_modified is not None:
+            SYNC_LAG.labels(rule.name).observe(max(0.0, (datetime.now(UTC) - applied.source_modified).total_seconds()))
+        if applied.new_coupling is not None:
+            await self._redrive_waiting(applied.new_coupling)
+        return applied
+
+    async def _apply(self, rule: Rule, side: str, record_id: str, coupling: Coupling | None, deleted: bool,
+                     record: dict[str, Any] | None) -> Applied:
+        other = OTHER[side]
+        direction = direction_of(other)
+        if record is None and not deleted:
+            record = await rule.read(side, record_id)
+        if record is None:
+            return await self._deleted(rule, side, record_id, coupling)
+        if not rule.included(side, record):
+            raise Skip("excluded by the mapping's filter")
+        if not rule.fields_toward(other):
+            raise Skip(f"{rule.name} does not synchronize toward {other}")
+        payload = await rule.values(other, record)
+        source_hash = digest(payload)
+        source_modified = rule.modified(side, record)
+        result = "modified"
+        if coupling is None:
+            if not rule.creates_toward(other) or rule.mapping.only_coupled:
+                raise Skip("not coupled, and new records do not flow this way")
+            candidates = await rule.match(other, record)
+            if len(candidates) > 1:
+                raise SyncFailure(f"{len(candidates)} records on the other side match this one; couple it by hand")
+            if not candidates:
+                created = await rule.create(other, await rule.values(other, record, creating=True))
+                coupling = await self._save(rule, side, record, other, created, source_hash)
+                return Applied("inserted", direction, _id(coupling, other), source_modified, coupling)
+            target: dict[str, Any] | None = candidates[0]
+            assert target is not None
+            coupling = await self._save(rule, side, record, other, target, None, other_hash=None)
+            result = "coupled"
+            new_coupling: Coupling | None = coupling
+        else:
+            new_coupling = None
+            target = await rule.read(other, _id(coupling, other))
+            if target is None:
+                async with self.db.session() as session:
+                    await couplings.remove(session, coupling.id or 0)
+                raise Skip("the coupled record no longer exists; the coupling was removed")
+            if _hash(coupling, side) == source_hash:
+                return Applied("unchanged", direction, _id(coupling, other))
+        # Both sides changed since the last synchronization? Then the policy decides who wins.
+        back = await rule.values(side, target)
+        stored_other = _hash(coupling, other)
+        if result != "coupled" and stored_other is not None and digest(back) != stored_other and back:
+            winner = self._winner(rule.mapping, side, record, other, target, rule)
+            if winner is None:
+                raise Conflict(f"both sides changed: {side} {json.dumps(payload, default=str)[:400]} / "
+                               f"{other} {json.dumps(back, default=str)[:400]}")
+            if winner == other:
+                record = await self._write(rule, side, record, back)
+                payload = await rule.values(other, record)
+                source_hash = digest(payload)
+        updated = await self._write(rule, other, target, payload)
+        coupling = await self._save(rule, side, record, other, updated, source_hash)
+        return Applied(result, direction, _id(coupling, other), source_modified, new_coupling)
+
+    async def _deleted(self, rule: Rule, side: str, record_id: str, coupling: Coupling | None) -> Applied:
+        other = OTHER[side]
+        direction = direction_of(other)
+        if coupling is None:
+            return Applied("skipped", direction)
+        policy = rule.mapping.delete_policy
+        target = await rule.read(other, _id(coupling, other)) if policy != DeletePolicy.REMOVE_COUPLING else None
+        async with self.db.session() as session:
+            await couplings.remove(session, coupling.id or 0)
+        if policy == DeletePolicy.PROPAGATE and target is not None:
+            await rule.delete(other, target)
+            return Applied("deleted", direction)
+        if policy == DeletePolicy.RESTORE and target is not None:
+            recreated = await rule.create(side, await rule.values(side, target, creating=True))
+            new = await self._save(rule, other, target, side, recreated, digest(await rule.values(side, target)))
+            return Applied("inserted", direction_of(side), _id(new, side), None, new)
+        log.info("coupling removed after a delete", mapping=rule.name, side=side, record_id=record_id)
+        return Applied("deleted" if policy == DeletePolicy.PROPAGATE else "skipped", direction)
+
+    # --- helpers ------------------------------------------------------------------------------------------------
+
+    def _winner(self, mapping: TableMapping, side: str, record: dict[str, Any], other: str, target: dict[str, Any],
+                rule: Rule) -> str | None:
+        policy = mapping.conflict_policy
+        if policy == ConflictPolicy.SEND:
+            return "bc"
+        if policy == ConflictPolicy.GET:
+            return "dataverse"
+        if policy == ConflictPolicy.NONE:
+            return None
+        mine, theirs = rule.modified(side, record), rule.modified(other, target)
+        return other if mine and theirs and theirs > mine else side
+
+    async def _write(self, rule: Rule, toward: str, target: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+        """PATCH with the record's ETag; a stale ETag means re-read and re-apply, not failure."""
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                return await rule.update(toward, target, payload)
+            except PreconditionFailed:
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise
+                fresh = await rule.read(toward, rule.record_id(toward, target))
+                if fresh is None:
+                    raise Skip("the record was deleted while we wrote it") from None
+                target = fresh
+                await asyncio.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def _save(self, rule: Rule, side: str, record: dict[str, Any], other: str, target: dict[str, Any],
+                    source_hash: str | None, *, other_hash: str | bool | None = True) -> Coupling:
+        """Store the coupling with both sides' hashes and modified times after a write (or a match)."""
+        if other_hash is True:
+            other_hash = digest(await rule.values(side, target))
+        ids = {side: rule.record_id(side, record), other: rule.record_id(other, target)}
+        hashes = {side: source_hash, other: other_hash}
+        times = {side: rule.modified(side, record), other: rule.modified(other, target)}
+        async with self.db.session() as session:
+            return await couplings.save(
+                session, rule.name, ids["bc"], ids["dataverse"], bc_hash=hashes["bc"],
+                dataverse_hash=hashes["dataverse"], bc_modified=times["bc"], dataverse_modified=times["dataverse"],
+                last_result="ok", attempts=0,
+            )
+
+    async def _record_error(self, rule: Rule, side: str, record_id: str, error: Exception, event: str | None) -> None:
+        message = str(error) if not isinstance(error, ApiError) else f"{error.status} {error.code}: {error.message}"
+        waiting_for = getattr(error, "waiting_for", None)
+        async with self.db.session() as session:
+            await synclog.record_error(session, rule.name, SOURCE_OF_SIDE[side], record_id, message, event=event,
+                                       waiting_for=waiting_for)
+        log.warning("record failed", mapping=rule.name, side=side, record_id=record_id, error=message[:300])
+
+    async def _redrive_waiting(self, coupling: Coupling) -> None:
+        """Records that waited for this coupling get their events back on the queue."""
+        if self.redrive is None:
+            return
+        keys = [f"{coupling.mapping}:bc:{coupling.bc_id}", f"{coupling.mapping}:dataverse:{coupling.dataverse_id}"]
+        async with self.db.session() as session:
+            waiting = await synclog.waiting_on(session, keys)
+        for error in waiting:
+            if error.event:
+                log.info("re-driving a record that waited", mapping=error.mapping, record_id=error.source_id)
+                await self.redrive(error.mapping, error.event)
+
+    async def _couplings_page(self, mapping: str, after: int) -> list[Coupling]:
+        async with self.db.session() as session:
+            return await couplings.list_for(session, mapping, limit=500, after_id=after)
+
+
+def _id(coupling: Coupling, side: str) -> str:
+    return coupling.bc_id if side == "bc" else coupling.dataverse_id
+
+
+def _hash(coupling: Coupling, side: str) -> str | None:
+    return coupling.bc_hash if side == "bc" else coupling.dataverse_hash
+
+
+def _bucket(kind: str) -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:00Z") if kind == "live" else datetime.now(UTC).strftime("%Y-%m-%d")

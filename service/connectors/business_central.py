@@ -1,0 +1,109 @@
+"""Business Central API client: standard API v2.0, the custom bcsync API, webhook subscriptions.
+
+URLs: `{service_root}/api/{api}/companies({company})/{entity_set}`; `api` is "v2.0" or a custom API's
+"<publisher>/<group>/<version>". Keys are unquoted GUIDs; subscription ids are quoted strings.
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+from service.connectors.budget import RequestBudget
+from service.connectors.http import ApiTransport, Tokens, odata_params, with_query
+
+V2 = "v2.0"
+_CUSTOM_RESOURCE = re.compile(r"^/?api/(?P<api>[^/]+/[^/]+/v[\d.]+)/")
+
+
+class BusinessCentralClient:
+    def __init__(self, service_root: str, company_id: str, scope: str, tokens: Tokens, budget: RequestBudget, *,
+                 timeout: float = 30.0, max_concurrency: int = 5, max_attempts: int = 6) -> None:
+        self.service_root = service_root.rstrip("/")
+        self.company_id = company_id
+        self.budget = budget
+        self.transport = ApiTransport("BC", scope, tokens, budget, timeout=timeout, max_attempts=max_attempts,
+                                      max_concurrency=max_concurrency)
+
+    # ---- URLs ----------------------------------------------------------------------------------
+    def api_root(self, api: str = V2) -> str:
+        return f"{self.service_root}/api/{api.strip('/')}"
+
+    def collection_url(self, entity_set: str, api: str = V2) -> str:
+        return f"{self.api_root(api)}/companies({self.company_id})/{entity_set}"
+
+    def record_url(self, entity_set: str, record_id: str, api: str = V2) -> str:
+        return f"{self.collection_url(entity_set, api)}({record_id})"
+
+    # ---- records -------------------------------------------------------------------------------
+    async def list(self, entity_set: str, *, api: str = V2, filter: str | None = None,
+                   select: builtins.list[str] | None = None, page_size: int = 1000,
+                   orderby: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        params = odata_params(filter=filter, select=select, orderby=orderby)
+        # BC pages hold at most 20,000 rows.
+        async for row in self.transport.pages(self.collection_url(entity_set, api), params, min(page_size, 20000)):
+            yield row
+
+    async def get(self, entity_set: str, record_id: str, *, api: str = V2,
+                  expand: str | None = None) -> dict[str, Any] | None:
+        url = with_query(self.record_url(entity_set, record_id, api), odata_params(expand=expand))
+        response = await self.transport.request("GET", url, allow=frozenset({404}))
+        return None if response.status_code == 404 else dict(response.json())
+
+    async def create(self, entity_set: str, body: dict[str, Any], *, api: str = V2) -> dict[str, Any]:
+        response = await self.transport.request("POST", self.collection_url(entity_set, api), json=body)
+        return dict(response.json())
+
+    async def update(self, entity_set: str, record_id: str, body: dict[str, Any], etag: str, *,
+                     api: str = V2) -> dict[str, Any]:
+        response = await self.transport.request("PATCH", self.record_url(entity_set, record_id, api), json=body,
+                                                headers={"If-Match": etag})
+        return dict(response.json())
+
+    async def delete(self, entity_set: str, record_id: str, etag: str = "*", *, api: str = V2) -> bool:
+        response = await self.transport.request("DELETE", self.record_url(entity_set, record_id, api),
+                                                headers={"If-Match": etag}, allow=frozenset({404}))
+        return response.status_code != 404
+
+    async def bound_action(self, entity_set: str, record_id: str, action: str) -> None:
+        await self.transport.request("POST", f"{self.record_url(entity_set, record_id)}/Microsoft.NAV.{action}")
+
+    async def companies(self) -> builtins.list[dict[str, Any]]:
+        response = await self.transport.request("GET", f"{self.api_root()}/companies")
+        return list(response.json().get("value", []))
+
+    # ---- webhook subscriptions -----------------------------------------------------------------
+    def _subscriptions_url(self, resource: str = "") -> str:
+        # BC's docs: a custom API's resource is subscribed at that API's own subscriptions endpoint.
+        match = _CUSTOM_RESOURCE.match(resource)
+        return f"{self.api_root(match.group('api') if match else V2)}/subscriptions"
+
+    async def list_subscriptions(self, *, api: str = V2) -> builtins.list[dict[str, Any]]:
+        """`api`: a custom API's subscriptions may only show at that API's endpoint (BC's docs)."""
+        response = await self.transport.request("GET", f"{self.api_root(api)}/subscriptions")
+        return list(response.json().get("value", []))
+
+    async def create_subscription(self, notification_url: str, resource: str, client_state: str) -> dict[str, Any]:
+        body = {"notificationUrl": notification_url, "resource": resource, "clientState": client_state}
+        response = await self.transport.request("POST", self._subscriptions_url(resource), json=body)
+        return dict(response.json())
+
+    async def renew_subscription(self, subscription: dict[str, Any]) -> dict[str, Any]:
+        """PATCH with the same three fields; BC runs the handshake again and moves the expiry 3 days on."""
+        resource = str(subscription["resource"])
+        body = {"notificationUrl": subscription["notificationUrl"], "resource": resource,
+                "clientState": subscription.get("clientState", "")}
+        url = f"{self._subscriptions_url(resource)}('{subscription['subscriptionId']}')"
+        response = await self.transport.request("PATCH", url, json=body,
+                                                headers={"If-Match": subscription.get("@odata.etag") or "*"})
+        return dict(response.json())
+
+    async def delete_subscription(self, subscription_id: str, *, resource: str = "") -> None:
+        """`resource` (optional) picks the custom API's endpoint for a custom API's subscription."""
+        await self.transport.request("DELETE", f"{self._subscriptions_url(resource)}('{subscription_id}')",
+                                     headers={"If-Match": "*"}, allow=frozenset({404}))
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()

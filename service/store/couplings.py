@@ -1,0 +1,60 @@
+"""Coupling queries: which BC record belongs to which Dataverse record, per mapping."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from service.store.models import Coupling
+from service.store.outbox import utcnow
+
+SIDES = ("bc", "dataverse")
+
+
+async def find(session: AsyncSession, mapping: str, side: str, record_id: str) -> Coupling | None:
+    column = col(Coupling.bc_id) if side == "bc" else col(Coupling.dataverse_id)
+    query = select(Coupling).where(col(Coupling.mapping) == mapping, column == record_id.lower())
+    result = await session.execute(query)
+    return result.scalar_one_or_none()
+
+
+async def find_by_id(session: AsyncSession, coupling_id: int) -> Coupling | None:
+    return await session.get(Coupling, coupling_id)
+
+
+async def save(session: AsyncSession, mapping: str, bc_id: str, dataverse_id: str, **values: Any) -> Coupling:
+    """Create or update the coupling of two records (the pair is unique per mapping on both sides)."""
+    coupling = await find(session, mapping, "bc", bc_id)
+    now = utcnow()
+    if coupling is None:
+        coupling = Coupling(mapping=mapping, bc_id=bc_id.lower(), dataverse_id=dataverse_id.lower(), created_at=now,
+                            updated_at=now)
+        session.add(coupling)
+    coupling.dataverse_id = dataverse_id.lower()
+    coupling.updated_at = now
+    for name, value in values.items():
+        setattr(coupling, name, value)
+    await session.flush()
+    return coupling
+
+
+async def remove(session: AsyncSession, coupling_id: int) -> None:
+    await session.execute(delete(Coupling).where(col(Coupling.id) == coupling_id))
+
+
+async def list_for(session: AsyncSession, mapping: str, limit: int = 1000, after_id: int = 0) -> list[Coupling]:
+    result = await session.execute(
+        select(Coupling)
+        .where(col(Coupling.mapping) == mapping, col(Coupling.id) > after_id)
+        .order_by(col(Coupling.id))
+        .limit(limit)
+    )
+    return list(result.scalars())
+
+
+def info(coupling: Coupling) -> dict[str, Any]:
+    return json.loads(coupling.info) if coupling.info else {}

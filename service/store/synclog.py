@@ -1,0 +1,77 @@
+"""The sync job log (counters per mapping, direction and run) and the error list."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from service.store.models import SyncError, SyncJob
+from service.store.outbox import utcnow
+
+RESULTS = ("inserted", "modified", "deleted", "unchanged", "skipped", "failed", "coupled")
+J = SyncJob.__table__  # type: ignore[attr-defined]
+
+
+async def count(session: AsyncSession, mapping: str, direction: str, kind: str, bucket: str,
+                counts: Counter[str]) -> None:
+    """Add counters to the job's log entry (created on first use)."""
+    values = {r: counts.get(r, 0) for r in RESULTS}
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    now = utcnow()
+    statement = insert(J).values(mapping=mapping, direction=direction, kind=kind, bucket=bucket, started_at=now,
+                                 finished_at=now, **values)
+    statement = statement.on_conflict_do_update(
+        index_elements=["mapping", "direction", "kind", "bucket"],
+        set_={"finished_at": now, **{r: getattr(J.c, r) + statement.excluded[r] for r in RESULTS}},
+    )
+    await session.execute(statement)
+
+
+async def record_error(session: AsyncSession, mapping: str, source: str, source_id: str, message: str, *,
+                       destination_id: str | None = None, event: str | None = None,
+                       waiting_for: str | None = None) -> SyncError:
+    """Open (or bump) the error of one record; the second identical failure marks it skipped."""
+    now = utcnow()
+    query = select(SyncError).where(col(SyncError.mapping) == mapping, col(SyncError.source) == source,
+                                    col(SyncError.source_id) == source_id)
+    existing = (await session.execute(query)).scalar_one_or_none()
+    if existing is None:
+        existing = SyncError(mapping=mapping, source=source, source_id=source_id, destination_id=destination_id,
+                             message=message[:2000], event=event, first_seen=now, last_seen=now,
+                             waiting_for=waiting_for)
+        session.add(existing)
+    else:
+        existing.attempts += 1
+        existing.last_seen = now
+        existing.destination_id = destination_id or existing.destination_id
+        existing.event = event or existing.event
+        if existing.state == "resolved":
+            existing.state = "open"
+        existing.message = message[:2000]
+        existing.waiting_for = waiting_for
+    await session.flush()
+    return existing
+
+
+async def resolve_errors(session: AsyncSession, mapping: str, source: str, source_id: str) -> None:
+    """The record synchronized: its open error (if any) is resolved."""
+    await session.execute(update(SyncError).where(
+        col(SyncError.mapping) == mapping, col(SyncError.source) == source, col(SyncError.source_id) == source_id,
+        col(SyncError.state) != "resolved").values(state="resolved", last_seen=utcnow()))
+
+
+async def open_errors(session: AsyncSession, mapping: str | None = None) -> list[SyncError]:
+    query = select(SyncError).where(col(SyncError.state) != "resolved").order_by(col(SyncError.id))
+    if mapping:
+        query = query.where(col(SyncError.mapping) == mapping)
+    return list((await session.execute(query)).scalars())
+
+
+async def waiting_on(session: AsyncSession, keys: list[str]) -> list[SyncError]:
+    """Open errors of records that wait for one of these dependencies (`<mapping>:<side>:<id>`)."""
+    query = select(SyncError).where(col(SyncError.waiting_for).in_(keys), col(SyncError.state) != "resolved")
+    return list((await session.execute(query)).scalars())
