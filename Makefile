@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create the virtualenv and install bcsync with its dev tools
 
-demo: $(STAMP)  ## sandbox + api + worker with a scripted story
-	$(BIN)/bcsync demo
+demo: $(STAMP)  ## sandbox + api + worker with a scripted story (ARGS=--once to exit after it)
+	$(BIN)/bcsync demo $(ARGS)
 
 test: $(STAMP)  ## the whole suite (starts PostgreSQL and RabbitMQ if they are down)
 	bash scripts/ensure-services.sh
