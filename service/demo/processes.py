@@ -52,7 +52,7 @@ class DemoStack:
     dataverse_port: int = field(default_factory=lambda: pick(8082))
     entra_port: int = field(default_factory=lambda: pick(8443))
     api_port: int = field(default_factory=lambda: pick(8000))
-    namespace: str = "bcsync-demo"
+    namespace: str = field(default_factory=lambda: os.environ.get("BCSYNC_NAMESPACE", "bcsync-demo"))
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
