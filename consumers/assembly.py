@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
 
 from consumers.handlers import HANDLERS, Handler
+from consumers.jobs.runner import JobRunner
 from consumers.rules import build_rules
 from consumers.rules.context import SyncContext
 from consumers.sync import SyncEngine
+from consumers.worker import Worker
+from schemas.mapping_config import effective
+from schemas.mappings import BY_NAME
 from service.broker import Broker
 from service.connectors.factory import make_clients
+from service.logging import get_logger
 from service.settings import Settings
+from service.store import mapping_configs
 from service.store.db import Database
+
+log = get_logger(__name__)
+
+
+SETTINGS_REFRESH_SECONDS = 2.0
 
 
 @dataclass
@@ -20,6 +33,24 @@ class Assembly:
     engine: SyncEngine
     handlers: dict[str, Handler]
     close: Callable[[], Awaitable[None]]
+    jobs: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # background jobs (consumers/jobs)
+    background: Callable[[Worker], list[Coroutine[Any, Any, None]]]
+
+
+async def follow_settings(db: Database, engine: SyncEngine, worker: Worker) -> None:
+    """Keep the rules and the hold states equal to what operators stored (polled: cheap and robust)."""
+    while True:
+        try:
+            async with db.session() as session:
+                rows = await mapping_configs.all_configs(session)
+            for name, rule in engine.rules.items():
+                rule.mapping = effective(BY_NAME[name], mapping_configs.config_of(rows.get(name)))
+            await worker.apply_holds({name for name, row in rows.items() if row.on_hold})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("could not refresh mapping settings", error=str(exc)[:300])
+        await asyncio.sleep(SETTINGS_REFRESH_SECONDS)
 
 
 def assemble(settings: Settings, db: Database, broker: Broker) -> Assembly:
@@ -41,4 +72,7 @@ def assemble(settings: Settings, db: Database, broker: Broker) -> Assembly:
         await bc.aclose()
         await dv.aclose()
 
-    return Assembly(engine, handlers, close)
+    def background(worker: Worker) -> list[Coroutine[Any, Any, None]]:
+        return [follow_settings(db, engine, worker)]
+
+    return Assembly(engine, handlers, close, background)

@@ -75,6 +75,11 @@ class SyncEngine:
             await self.reconcile(rule, side, event)
             return
         assert event.record_id is not None
+        async with self.db.session() as session:
+            skipped = await synclog.is_skipped(session, rule.name, event.source, event.record_id.lower())
+        if skipped:  # failed twice the same way: waits for an operator's retry (admin API)
+            SYNC_RECORDS.labels(rule.name, direction_of(OTHER[side]), "skipped").inc()
+            return
         try:
             await self.sync_record(rule, side, event.record_id, deleted=event.change_type == "deleted")
         except (SyncFailure, ApiError) as exc:

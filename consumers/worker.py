@@ -9,6 +9,7 @@ before relaying them are published anyway.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -34,14 +35,29 @@ class Worker:
         self.prefetch = prefetch
         self.handlers = handlers if handlers is not None else HANDLERS
         self._consumer_tags: dict[str, str] = {}
+        self.held: set[str] = set()
 
     async def start(self) -> None:
-        """Consume every mapping queue (the broker must be connected)."""
+        """Consume every mapping queue that is not on hold (the broker must be connected)."""
         assert self.broker.channel is not None
         await self.broker.channel.set_qos(prefetch_count=self.prefetch)
         for name, queue in self.broker.queues.items():
-            self._consumer_tags[name] = await queue.consume(self._callback(BY_NAME[name]))
+            if name not in self.held:
+                self._consumer_tags[name] = await queue.consume(self._callback(BY_NAME[name]))
         log.info("worker consuming", queues=len(self._consumer_tags), prefetch=self.prefetch)
+
+    async def apply_holds(self, held: set[str]) -> None:
+        """Stop consuming held mappings (their events wait in the queue) and start again on resume."""
+        for name in sorted(held - self.held):
+            tag = self._consumer_tags.pop(name, None)
+            if tag is not None:
+                await self.broker.queues[name].cancel(tag)
+            log.info("mapping on hold: not consuming", mapping=name)
+        for name in sorted(self.held - held):
+            if name in self.broker.queues and name not in self._consumer_tags:
+                self._consumer_tags[name] = await self.broker.queues[name].consume(self._callback(BY_NAME[name]))
+            log.info("mapping resumed: consuming", mapping=name)
+        self.held = set(held)
 
     async def stop(self) -> None:
         for name, tag in self._consumer_tags.items():
@@ -60,6 +76,9 @@ class Worker:
     async def process(self, mapping: TableMapping, message: AbstractIncomingMessage) -> None:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(correlation_id=message.correlation_id, mapping=mapping.name)
+        if mapping.name in self.held:  # delivered just before the consumer was cancelled: back to the queue
+            await message.nack(requeue=True)
+            return
         try:
             event = ChangeEvent.model_validate_json(message.body)
         except ValidationError as exc:
@@ -117,18 +136,24 @@ class Worker:
         await message.ack()
 
 
+Background = Callable[[Worker], list[Coroutine[Any, Any, None]]]
+
+
 async def run_worker(broker: Broker, relay: OutboxRelay, prefetch: int, stop: asyncio.Event,
-                     handlers: dict[str, Handler] | None = None) -> None:
-    """Connect, consume until `stop` is set, then stop consuming and let in-flight messages finish."""
-    relay_task = asyncio.create_task(relay.run())
+                     handlers: dict[str, Handler] | None = None, background: Background | None = None) -> None:
+    """Connect, consume until `stop` is set, then stop consuming and let in-flight messages finish.
+    `background` gives coroutines to run beside the consumers (settings refresh, jobs)."""
+    tasks = [asyncio.create_task(relay.run())]
     try:
         await broker.connect_forever()
         worker = Worker(broker, prefetch, handlers)
+        tasks += [asyncio.create_task(c) for c in (background(worker) if background else [])]
         await worker.start()
         await stop.wait()
         await worker.stop()
         await asyncio.sleep(0.5)  # let handlers that already started finish and ack
     finally:
-        relay_task.cancel()
-        await asyncio.gather(relay_task, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await broker.close()

@@ -9,10 +9,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import admin, health, webhooks
+from service.api import admin, admin_mappings, admin_records, health, webhooks
 from service.broker import broker_from_settings
-from service.connectors.auth import TokenProvider
-from service.connectors.dataverse import DataverseClient
+from service.connectors.factory import make_clients
 from service.identity import IntegrationIdentity
 from service.intake_writer import IntakeWriter
 from service.logging import get_logger
@@ -24,13 +23,10 @@ from service.store.migrate import upgrade_async
 log = get_logger(__name__)
 
 
-def dataverse_client(settings: Settings) -> DataverseClient:
-    assert settings.tenant_id and settings.client_id and settings.client_secret
-    tokens = TokenProvider(
-        str(settings.authority_host), settings.tenant_id, settings.client_id,
-        settings.client_secret.get_secret_value(),
-    )
-    return DataverseClient(settings.dataverse_api, settings.dataverse_token_scope, tokens)
+try:  # the jobs' endpoints (full synchronization, subscriptions) come in their own module
+    from service.api.admin_jobs import router as _jobs_router
+except ImportError:  # pragma: no cover - while that module is not there
+    _jobs_router = None
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -43,10 +39,13 @@ def create_app(settings: Settings) -> FastAPI:
         identity = IntegrationIdentity(settings.integration_user_id)
         writer = IntakeWriter(db)
         tasks = [asyncio.create_task(t) for t in (broker.connect_forever(), relay.run(), writer.run())]
-        client = None
-        if identity.user_id is None and settings.dataverse_url is not None:
-            client = dataverse_client(settings)
-            tasks.append(asyncio.create_task(identity.learn(client.who_am_i)))
+        bc = dv = None
+        if all((settings.tenant_id, settings.client_id, settings.client_secret, settings.bc_company_id,
+                settings.dataverse_url)):
+            bc, dv = make_clients(settings)  # for the admin API (setup, couplings); lazy: nothing is called yet
+        if identity.user_id is None and dv is not None:
+            tasks.append(asyncio.create_task(identity.learn(dv.who_am_i)))
+        app.state.bc, app.state.dv = bc, dv
         app.state.settings, app.state.db, app.state.broker = settings, db, broker
         app.state.relay, app.state.identity, app.state.writer = relay, identity, writer
         log.info("api started", host=settings.host, port=settings.port, namespace=settings.namespace)
@@ -56,8 +55,9 @@ def create_app(settings: Settings) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            if client is not None:
-                await client.aclose()
+            for client in (bc, dv):
+                if client is not None:
+                    await client.aclose()
             await broker.close()
             await db.close()
 
@@ -70,4 +70,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(admin_mappings.router)
+    app.include_router(admin_records.router)
+    if _jobs_router is not None:
+        app.include_router(_jobs_router)
     return app

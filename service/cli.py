@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -53,9 +53,108 @@ def demo(once: Annotated[bool, typer.Option("--once", help="exit after the summa
 
 @app.command()
 def setup() -> None:
-    """Assisted setup: check connections, seed mappings, register webhooks (not built yet)."""
-    typer.echo("bcsync setup: not built yet (see the operations issue).", err=True)
-    raise typer.Exit(2)
+    """Assisted setup: check both connections, seed the mappings, register both systems' webhooks."""
+    import asyncio
+
+    from service.connectors.factory import make_clients
+    from service.logging import configure_logging
+    from service.settings import load_settings
+    from service.setup import SetupRefused, run_setup
+    from service.store.db import Database
+    from service.store.migrate import upgrade_async
+
+    settings = load_settings("tenant_id", "client_id", "client_secret", "bc_company_id", "dataverse_url",
+                             "dataverse_webhook_key", "bc_client_state")
+    configure_logging("WARNING")
+
+    async def main() -> dict[str, object]:
+        await upgrade_async(settings.database_url)
+        db = Database(settings.database_url)
+        bc, dv = make_clients(settings)
+        try:
+            return await run_setup(settings, bc, dv, db)
+        finally:
+            await bc.aclose()
+            await dv.aclose()
+            await db.close()
+
+    try:
+        report = asyncio.run(main())
+    except SetupRefused as exc:
+        typer.echo(f"bcsync setup: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(report, indent=2, default=str))
+    typer.echo("setup changed nothing: everything was in place" if not report["changed"] else "setup done")
+
+
+def _admin(method: str, path: str, url: str | None, body: object = None) -> Any:
+    """Call the admin API of a running `bcsync api` with BCSYNC_ADMIN_TOKEN."""
+    from service.settings import load_settings
+
+    settings = load_settings("admin_token")
+    assert settings.admin_token is not None
+    base = (url or str(settings.public_url)).rstrip("/")
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(  # noqa: S310 - the operator's own api URL
+        f"{base}{path}", data=data, method=method,
+        headers={"Authorization": f"Bearer {settings.admin_token.get_secret_value()}",
+                 "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+            raw = response.read()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:500]
+        typer.echo(f"bcsync: {method} {path}: {exc.code} {detail}", err=True)
+        raise typer.Exit(1) from None
+    except (urllib.error.URLError, OSError) as exc:
+        typer.echo(f"bcsync: cannot reach {base}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    return json.loads(raw) if raw else None
+
+
+UrlOption = Annotated[str | None, typer.Option(help="api base URL (default BCSYNC_PUBLIC_URL)")]
+
+
+@app.command()
+def hold(mapping: str, url: UrlOption = None) -> None:
+    """Put a mapping (or `all`) on hold: its events wait in its queue."""
+    typer.echo(json.dumps(_admin("POST", f"/admin/mappings/{mapping}/hold", url)))
+
+
+@app.command()
+def resume(mapping: str, url: UrlOption = None) -> None:
+    """Resume a held mapping (or `all`): its waiting events are applied in order."""
+    typer.echo(json.dumps(_admin("POST", f"/admin/mappings/{mapping}/resume", url)))
+
+
+@app.command()
+def mappings(name: Annotated[str | None, typer.Argument()] = None, url: UrlOption = None) -> None:
+    """List the mappings, or show one."""
+    typer.echo(json.dumps(_admin("GET", f"/admin/mappings/{name}" if name else "/admin/mappings", url), indent=2,
+                          default=str))
+
+
+@app.command()
+def errors(mapping: Annotated[str | None, typer.Option()] = None, retry_all: bool = False,
+           url: UrlOption = None) -> None:
+    """The error list (or `--retry-all`)."""
+    if retry_all:
+        typer.echo(json.dumps(_admin("POST", "/admin/errors/retry-all", url)))
+        return
+    query = f"?mapping={mapping}" if mapping else ""
+    listed = _admin("GET", f"/admin/errors{query}", url)
+    for error in listed if isinstance(listed, list) else []:
+        typer.echo(f"{error['id']:>5} {error['mapping']:<20} {error['state']:<8} {error['source']:<17} "
+                   f"{error['source_id']} x{error['attempts']}: {error['message'][:120]}")
+
+
+@app.command()
+def couple(mapping: str, bc_id: str, dataverse_id: str,
+           sync_from: Annotated[str | None, typer.Option(help="bc or dataverse: synchronize right after")] = None,
+           url: UrlOption = None) -> None:
+    """Couple two existing records by hand."""
+    body = {"mapping": mapping, "bc_id": bc_id, "dataverse_id": dataverse_id, "sync_from": sync_from}
+    typer.echo(json.dumps(_admin("POST", "/admin/couplings", url, body), default=str))
 
 
 @app.command()

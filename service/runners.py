@@ -70,7 +70,7 @@ def run_worker() -> None:
                 log.warning("worker metrics port busy", port=settings.worker_metrics_port, error=str(exc))
         assembly = assemble(settings, db, broker)
         try:
-            await consume(broker, relay, settings.worker_prefetch, stop, assembly.handlers)
+            await consume(broker, relay, settings.worker_prefetch, stop, assembly.handlers, assembly.background)
         finally:
             await assembly.close()
             await db.close()

@@ -12,9 +12,9 @@ from typing import Any
 
 from consumers.rules import lookups
 from consumers.rules.context import SyncContext, odata_text
-from consumers.rules.filters import matches
 from consumers.rules.values import convert, join_name, split_name
 from schemas.mappings import DATAVERSE_SETS, Direction, FieldMap, TableMapping
+from schemas.odata_filter import matches
 
 OTHER = {"bc": "dataverse", "dataverse": "bc"}
 _ALLOWED = {"dataverse": (Direction.TO_CRM, Direction.BOTH), "bc": (Direction.FROM_CRM, Direction.BOTH)}

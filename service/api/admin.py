@@ -3,7 +3,7 @@ operations issue; this module holds the authentication and the status overview."
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from pydantic import BaseModel
@@ -11,7 +11,9 @@ from pydantic import BaseModel
 from schemas.mappings import MAPPINGS
 from service.api.deps import BrokerDep, DatabaseDep, SettingsDep, secret_matches
 from service.logging import get_logger
-from service.store import outbox
+from service.metrics import SYNC_LAG
+from service.setup import SetupRefused, run_setup
+from service.store import mapping_configs, outbox, synclog
 
 log = get_logger(__name__)
 
@@ -53,6 +55,9 @@ async def status(db: DatabaseDep, broker: BrokerDep) -> Status:
     """Per mapping: hold state, queue depth, last success, lag and open errors."""
     async with db.session() as session:
         pending = await outbox.count_pending(session)
+        configs = await mapping_configs.all_configs(session)
+        errors = await synclog.open_error_counts(session)
+        last = await synclog.last_success(session)
     depths: dict[str, int | None] = {}
     for mapping in MAPPINGS:
         queue = broker.queues.get(mapping.name) if broker.ready else None
@@ -65,9 +70,39 @@ async def status(db: DatabaseDep, broker: BrokerDep) -> Status:
         outbox_pending=pending,
         mappings=[
             MappingStatus(
-                name=m.name, direction=m.direction.value, depends_on=list(m.depends_on), on_hold=False,
-                queue_depth=depths[m.name], last_success=None, lag_seconds=None, open_errors=0,
+                name=m.name, direction=m.direction.value, depends_on=list(m.depends_on),
+                on_hold=bool(configs.get(m.name) and configs[m.name].on_hold), queue_depth=depths[m.name],
+                last_success=last.get(m.name), lag_seconds=lag_seconds(m.name), open_errors=errors.get(m.name, 0),
             )
             for m in MAPPINGS
         ],
     )
+
+
+def lag_seconds(mapping: str) -> float | None:
+    """Mean lag of this process's view of the mapping (sum/count of the lag histogram), if any."""
+    for metric in SYNC_LAG.collect():
+        total = count = 0.0
+        for sample in metric.samples:
+            if sample.labels.get("mapping") != mapping:
+                continue
+            if sample.name.endswith("_sum"):
+                total = sample.value
+            elif sample.name.endswith("_count"):
+                count = sample.value
+        if count:
+            return round(total / count, 3)
+    return None
+
+
+@router.post("/setup", responses={400: {}, 503: {}})
+async def setup(request: Request, settings: SettingsDep, db: DatabaseDep) -> dict[str, Any]:
+    """The assisted setup: check both connections (and refuse an interactive integration user), seed the
+    default mappings, register the BC subscriptions and the Dataverse webhook; idempotent."""
+    bc, dv = getattr(request.app.state, "bc", None), getattr(request.app.state, "dv", None)
+    if bc is None or dv is None:
+        raise HTTPException(503, "the Business Central and Dataverse connections are not configured")
+    try:
+        return await run_setup(settings, bc, dv, db)
+    except SetupRefused as exc:
+        raise HTTPException(400, str(exc)) from None

@@ -130,3 +130,19 @@ class MappingConfig(SQLModel, table=True):
     on_hold: bool = False
     version: int = 1
     updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class MappingConfigVersion(SQLModel, table=True):
+    """Every accepted change of a mapping: who can see what changed when, and go back."""
+
+    __tablename__ = "mapping_config_version"
+    __table_args__ = (UniqueConstraint("mapping", "version", name="uq_mapping_config_version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    mapping: str = Field(max_length=64, index=True)
+    version: int
+    config: str = Field(sa_column=Column(Text, nullable=False))
+    changed_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+import service.store.job_models  # noqa: E402, F401 - the jobs tables (full sync, catch-up, subscriptions)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -49,8 +49,8 @@ async def record_error(session: AsyncSession, mapping: str, source: str, source_
         existing.last_seen = now
         existing.destination_id = destination_id or existing.destination_id
         existing.event = event or existing.event
-        if existing.state == "resolved":
-            existing.state = "open"
+        same_again = existing.state == "open" and existing.message == message[:2000] and waiting_for is None
+        existing.state = "skipped" if same_again else ("open" if existing.state == "resolved" else existing.state)
         existing.message = message[:2000]
         existing.waiting_for = waiting_for
     await session.flush()
@@ -75,3 +75,40 @@ async def waiting_on(session: AsyncSession, keys: list[str]) -> list[SyncError]:
     """Open errors of records that wait for one of these dependencies (`<mapping>:<side>:<id>`)."""
     query = select(SyncError).where(col(SyncError.waiting_for).in_(keys), col(SyncError.state) != "resolved")
     return list((await session.execute(query)).scalars())
+
+
+async def list_errors(session: AsyncSession, mapping: str | None, state: str | None, limit: int,
+                      after_id: int = 0) -> list[SyncError]:
+    query = select(SyncError).where(col(SyncError.id) > after_id)
+    if mapping:
+        query = query.where(col(SyncError.mapping) == mapping)
+    query = query.where(col(SyncError.state) == state) if state else query.where(col(SyncError.state) != "resolved")
+    return list((await session.execute(query.order_by(col(SyncError.id)).limit(limit))).scalars())
+
+
+async def is_skipped(session: AsyncSession, mapping: str, source: str, source_id: str) -> bool:
+    query = select(col(SyncError.id)).where(col(SyncError.mapping) == mapping, col(SyncError.source) == source,
+                                       col(SyncError.source_id) == source_id, col(SyncError.state) == "skipped")
+    return (await session.execute(query)).first() is not None
+
+
+async def list_jobs(session: AsyncSession, mapping: str | None, kind: str | None, limit: int) -> list[SyncJob]:
+    query = select(SyncJob)
+    if mapping:
+        query = query.where(col(SyncJob.mapping) == mapping)
+    if kind:
+        query = query.where(col(SyncJob.kind) == kind)
+    return list((await session.execute(query.order_by(col(SyncJob.finished_at).desc()).limit(limit))).scalars())
+
+
+async def open_error_counts(session: AsyncSession) -> dict[str, int]:
+    query = (select(col(SyncError.mapping), func.count()).where(col(SyncError.state).in_(["open", "skipped"]))
+             .group_by(col(SyncError.mapping)))
+    return {mapping: int(n) for mapping, n in (await session.execute(query)).all()}
+
+
+async def last_success(session: AsyncSession) -> dict[str, str]:
+    """When each mapping last wrote something (the newest job log entry with a write or a coupling)."""
+    wrote = (col(SyncJob.inserted) + col(SyncJob.modified) + col(SyncJob.deleted) + col(SyncJob.coupled)) > 0
+    query = select(col(SyncJob.mapping), func.max(col(SyncJob.finished_at))).where(wrote).group_by(col(SyncJob.mapping))
+    return {mapping: when.isoformat() for mapping, when in (await session.execute(query)).all() if when}

@@ -54,6 +54,11 @@ def _compare(value: Any, op: str, literal: Any) -> bool:
     return {"gt": value > literal, "ge": value >= literal, "lt": value < literal, "le": value <= literal}[op]
 
 
+def validate(text: str) -> None:
+    """Raise FilterError unless the filter can be read (and evaluated)."""
+    matches(text, {})
+
+
 def matches(text: str | None, record: dict[str, Any]) -> bool:
     """Whether the record passes the filter (no filter: it does)."""
     if not text or not text.strip():

@@ -1,0 +1,155 @@
+"""Full synchronization in the worker: run the Ready lines of the latest run whose dependencies finished.
+
+A line is claimed atomically on its own row (one worker wins) and leased; the lease is renewed with the
+counts after every batch. Records are streamed page by page from the source side(s) of the mapping's
+direction and applied through the engine (`kind="full"`), which matches before it creates: records
+present on both sides are coupled, not duplicated. Memory holds one connector page and one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from consumers.errors import RecordBusy
+from consumers.jobs.common import record_event, source_sides
+from consumers.jobs.settings import JobSettings
+from consumers.rules.base import Rule
+from consumers.sync import SOURCE_OF_SIDE, SyncEngine
+from service.logging import get_logger
+from service.store import jobs, synclog
+from service.store.db import Database
+
+log = get_logger(__name__)
+BUSY_RETRIES = 30
+
+
+class LineLost(Exception):
+    """The line was restarted (or taken) while this worker ran it: stop quietly."""
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class FullSync:
+    def __init__(self, db: Database, engine: SyncEngine, settings: JobSettings,
+                 kick: Callable[[str], Awaitable[None]]) -> None:
+        self.db, self.engine, self.settings, self.kick = db, engine, settings, kick
+        self.owner = worker_id()
+        self.wake = asyncio.Event()
+        self.running: dict[int, asyncio.Task[None]] = {}
+
+    async def tick(self) -> None:
+        """Claim what can start now (up to `full_sync_lines` lines in this worker)."""
+        async with self.db.session() as session:
+            run = await jobs.latest_run(session)
+            if run is None or run.id is None or run.finished_at is not None:
+                return
+            lines = await jobs.run_lines(session, run.id)
+            on_hold = {line.mapping: (await jobs.mapping_config(session, line.mapping))[1] for line in lines}
+        for line in jobs.runnable(lines):
+            if len(self.running) >= self.settings.full_sync_lines:
+                return
+            if line.id is None or line.id in self.running or on_hold.get(line.mapping):
+                continue  # a mapping on hold starts when it is resumed
+            async with self.db.session() as session:
+                attempt = await jobs.claim_line(session, line.id, self.owner, self.settings.line_lease_seconds)
+            if attempt is None:
+                continue
+            task = asyncio.create_task(self.run_line(line.id, line.mapping, attempt, run.id))
+            self.running[line.id] = task
+            task.add_done_callback(lambda _, line_id=line.id: self._done(line_id))
+
+    def _done(self, line_id: int) -> None:
+        self.running.pop(line_id, None)
+        self.wake.set()
+
+    async def stop(self) -> None:
+        tasks = list(self.running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def run_line(self, line_id: int, mapping: str, attempt: int, run_id: int) -> None:
+        structlog.contextvars.bind_contextvars(mapping=mapping, full_sync_run=run_id)
+        log.info("full sync line started", line=line_id, attempt=attempt)
+        status, message = jobs.FINISHED, None
+        try:
+            rule = self.engine.rules.get(mapping)
+            if rule is None:
+                raise LookupError(f"{mapping} has no sync rule")
+            for side in source_sides(rule):
+                await self._side(rule, side, line_id, attempt, run_id)
+        except LineLost:
+            log.info("full sync line restarted elsewhere; stopped", line=line_id, attempt=attempt)
+            return
+        except asyncio.CancelledError:  # the worker stops: give the line back, another worker starts it again
+            async with self.db.session() as session:
+                await asyncio.shield(jobs.release_line(session, line_id, self.owner, attempt))
+            raise
+        except Exception as exc:
+            status, message = jobs.ERROR, f"{type(exc).__name__}: {exc}"
+            log.error("full sync line failed", line=line_id, error=message[:500])
+        async with self.db.session() as session:
+            await jobs.finish_line(session, line_id, self.owner, attempt, status, message)
+        log.info("full sync line ended", line=line_id, status=status)
+        await self.kick("full-sync")  # dependents may start now, in any worker
+
+    async def _side(self, rule: Rule, side: str, line_id: int, attempt: int, run_id: int) -> None:
+        batch: list[dict[str, Any]] = []
+        async for record in await rule.records(side):
+            batch.append(record)
+            if len(batch) >= self.settings.full_sync_batch:
+                await self._batch(rule, side, batch, line_id, attempt, run_id)
+                batch = []
+        await self._batch(rule, side, batch, line_id, attempt, run_id)
+
+    async def _batch(self, rule: Rule, side: str, batch: list[dict[str, Any]], line_id: int, attempt: int,
+                     run_id: int) -> None:
+        counts: Counter[str] = Counter()
+        limit = asyncio.Semaphore(self.settings.full_sync_concurrency)
+
+        async def one(record: dict[str, Any]) -> None:
+            async with limit:
+                counts[await self._record(rule, side, record, run_id)] += 1
+
+        await asyncio.gather(*(one(r) for r in batch))
+        async with self.db.session() as session:
+            ours = await jobs.progress(session, line_id, self.owner, attempt, counts, self.settings.line_lease_seconds)
+        if not ours:
+            raise LineLost(line_id)
+
+    async def _record(self, rule: Rule, side: str, record: dict[str, Any], run_id: int) -> str:
+        record_id = rule.record_id(side, record)
+        error: Exception | None = None
+        for turn in range(BUSY_RETRIES):
+            try:
+                applied = await self.engine.sync_record(rule, side, record_id, record=record, kind="full")
+                return applied.result
+            except RecordBusy as exc:  # a live event of the same record: wait for it
+                error = exc
+                await asyncio.sleep(min(0.1 * (turn + 1), 1.0))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # listed in the error list, with an event to retry it
+                error = exc
+                break
+        await self._error(rule, side, record_id, error, run_id)
+        return "failed"
+
+    async def _error(self, rule: Rule, side: str, record_id: str, error: Exception | None, run_id: int) -> None:
+        message = f"full synchronization: {type(error).__name__}: {error}"
+        event = record_event(rule, side, record_id, dedupe_key=f"fullsync:{run_id}:{rule.name}:{side}:{record_id}",
+                             correlation_id=f"fullsync-{run_id}")
+        async with self.db.session() as session:
+            await synclog.record_error(session, rule.name, SOURCE_OF_SIDE[side], record_id, message,
+                                       event=event.model_dump_json(), waiting_for=getattr(error, "waiting_for", None))
+        log.warning("full sync record failed", side=side, record_id=record_id, error=message[:300])

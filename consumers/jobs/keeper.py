@@ -1,0 +1,60 @@
+"""The subscription keeper in the worker: every `keeper_minutes`, one worker (lease `job:keeper`) runs
+`service.subscriptions.keep` — once anything is registered (by `bcsync setup` or an admin refresh)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+from consumers.jobs.settings import JobSettings
+from service.connectors.business_central import BusinessCentralClient
+from service.connectors.dataverse import DataverseClient
+from service.logging import get_logger
+from service.settings import Settings
+from service.store import jobs, locks
+from service.store.db import Database
+from service.store.outbox import utcnow
+from service.subscriptions import enrolled, keep
+
+log = get_logger(__name__)
+LEASE_SECONDS = 300.0
+
+
+class KeeperJob:
+    def __init__(self, settings: Settings, db: Database, bc: BusinessCentralClient, dv: DataverseClient,
+                 job_settings: JobSettings, kick: Callable[[str], Awaitable[None]]) -> None:
+        self.settings, self.db, self.bc, self.dv = settings, db, bc, dv
+        self.job_settings, self.kick = job_settings, kick
+        self.not_before = datetime.min.replace(tzinfo=UTC)  # this worker's own back-off while not enrolled
+
+    async def tick(self, force: bool = False) -> None:
+        minutes = self.job_settings.keeper_minutes
+        if minutes <= 0 and not force:
+            return
+        now = utcnow()
+        if not force:
+            if now < self.not_before:
+                return
+            async with self.db.session() as session:
+                checks = [s.last_check for s in await jobs.subscription_states(session) if s.last_check]
+            if checks and max(_aware(c) for c in checks) > now - timedelta(minutes=minutes):
+                return  # some worker (or the api) checked recently
+        owner = uuid.uuid4().hex
+        async with self.db.session() as session:
+            if not await locks.acquire(session, [jobs.KEEPER_LEASE], owner, LEASE_SECONDS):
+                return
+        try:
+            if not await enrolled(self.db, self.bc, self.settings):
+                self.not_before = now + timedelta(minutes=max(minutes, 0.1))
+                return
+            report = await keep(self.settings, self.db, self.bc, self.dv)
+            if report.caught_up:
+                await self.kick("catch-up")
+        finally:
+            async with self.db.session() as session:
+                await locks.release(session, [jobs.KEEPER_LEASE], owner)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -1,0 +1,88 @@
+"""Table mappings: list, show, change (only while on hold), hold and resume."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException
+
+from schemas.mapping_config import MappingChanges, describe, merge, problems
+from schemas.mappings import BY_NAME, MAPPINGS
+from service.api.admin import require_admin
+from service.api.deps import DatabaseDep
+from service.logging import get_logger
+from service.store import mapping_configs
+
+log = get_logger(__name__)
+router = APIRouter(prefix="/admin/mappings", tags=["admin: mappings"], dependencies=[Depends(require_admin)])
+
+
+def known(name: str) -> str:
+    if name not in BY_NAME:
+        raise HTTPException(404, f"no mapping {name!r}; mappings: {', '.join(BY_NAME)}")
+    return name
+
+
+@router.get("")
+async def list_mappings(db: DatabaseDep) -> list[dict[str, Any]]:
+    """Every mapping with its effective settings, hold state and version, in dependency-table order."""
+    async with db.session() as session:
+        rows = await mapping_configs.all_configs(session)
+    out = []
+    for mapping in MAPPINGS:
+        row = rows.get(mapping.name)
+        out.append({**describe(mapping, mapping_configs.config_of(row)), "on_hold": bool(row and row.on_hold),
+                    "version": row.version if row else 1})
+    return out
+
+
+@router.get("/{name}")
+async def show_mapping(name: str, db: DatabaseDep) -> dict[str, Any]:
+    """One mapping: settings, fields (enabled, direction), dependencies, hold state, version history."""
+    known(name)
+    async with db.session() as session:
+        row = await mapping_configs.get(session, name)
+        history = await mapping_configs.versions(session, name)
+    return {**describe(BY_NAME[name], mapping_configs.config_of(row)), "on_hold": row.on_hold,
+            "version": row.version,
+            "history": [{"version": v.version, "changed_at": v.changed_at, "config": v.config} for v in history]}
+
+
+@router.patch("/{name}", responses={400: {}, 404: {}, 409: {}})
+async def change_mapping(name: str, changes: MappingChanges, db: DatabaseDep) -> dict[str, Any]:
+    """Change a mapping. Refused unless the mapping is on hold (put jobs on hold while you change mappings)."""
+    known(name)
+    async with db.session() as session:
+        row = await mapping_configs.get(session, name)
+        if not row.on_hold:
+            raise HTTPException(409, f"{name} is not on hold: put it on hold (POST /admin/mappings/{name}/hold) "
+                                     "before changing it, and resume it afterwards")
+        stored = mapping_configs.config_of(row)
+        found = problems(name, changes, stored)
+        if found:
+            raise HTTPException(400, "; ".join(found))
+        row = await mapping_configs.save(session, name, merge(stored, changes))
+        log.info("mapping changed", mapping=name, version=row.version)
+        return {**describe(BY_NAME[name], mapping_configs.config_of(row)), "on_hold": row.on_hold,
+                "version": row.version}
+
+
+async def _set_hold(name: str, on_hold: bool, db: DatabaseDep) -> dict[str, Any]:
+    names = [m.name for m in MAPPINGS] if name == "all" else [known(name)]
+    async with db.session() as session:
+        for each in names:
+            await mapping_configs.set_hold(session, each, on_hold)
+    log.info("mappings held" if on_hold else "mappings resumed", mappings=names)
+    return {"mappings": names, "on_hold": on_hold}
+
+
+@router.post("/{name}/hold")
+async def hold(name: str, db: DatabaseDep) -> dict[str, Any]:
+    """Stop applying a mapping's events (`all` for every mapping); they wait in its queue."""
+    return await _set_hold(name, True, db)
+
+
+@router.post("/{name}/resume")
+async def resume(name: str, db: DatabaseDep) -> dict[str, Any]:
+    """Apply a held mapping's events again, in order (`all` for every mapping)."""
+    return await _set_hold(name, False, db)

@@ -1,0 +1,54 @@
+"""Stored mapping changes and hold states (`mapping_config`), with every accepted version kept."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.store.models import MappingConfig, MappingConfigVersion
+from service.store.outbox import utcnow
+
+
+async def all_configs(session: AsyncSession) -> dict[str, MappingConfig]:
+    return {row.mapping: row for row in (await session.execute(select(MappingConfig))).scalars()}
+
+
+async def get(session: AsyncSession, mapping: str) -> MappingConfig:
+    """The mapping's stored row (made with the defaults on first use)."""
+    row = await session.get(MappingConfig, mapping)
+    if row is None:
+        row = MappingConfig(mapping=mapping, config="{}", on_hold=False, version=1, updated_at=utcnow())
+        session.add(row)
+        await session.flush()
+    return row
+
+
+def config_of(row: MappingConfig | None) -> dict[str, Any]:
+    return json.loads(row.config) if row is not None and row.config else {}
+
+
+async def save(session: AsyncSession, mapping: str, config: dict[str, Any]) -> MappingConfig:
+    row = await get(session, mapping)
+    row.config = json.dumps(config, sort_keys=True)
+    row.version += 1
+    row.updated_at = utcnow()
+    session.add(MappingConfigVersion(mapping=mapping, version=row.version, config=row.config,
+                                     changed_at=row.updated_at))
+    await session.flush()
+    return row
+
+
+async def set_hold(session: AsyncSession, mapping: str, on_hold: bool) -> MappingConfig:
+    row = await get(session, mapping)
+    row.on_hold = on_hold
+    row.updated_at = utcnow()
+    await session.flush()
+    return row
+
+
+async def versions(session: AsyncSession, mapping: str) -> list[MappingConfigVersion]:
+    query = select(MappingConfigVersion).where(MappingConfigVersion.mapping == mapping)  # type: ignore[arg-type]
+    return list((await session.execute(query.order_by(MappingConfigVersion.version))).scalars())  # type: ignore[arg-type]

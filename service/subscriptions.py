@@ -1,0 +1,178 @@
+"""The subscription keeper's one pass (run by a worker every few minutes, or by `POST
+/admin/subscriptions/refresh`): renew the BC subscriptions well before their 3-day expiry, re-create
+those BC deleted, check the Dataverse registration, store what it saw, and ask for a catch-up of the
+mappings whose subscription had to be re-created (the changes made while it was missing were never
+notified).
+
+It maintains the same registrations as `bcsync setup` (`wanted_bc_resources`, `wanted_dataverse_steps`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from schemas.mappings import MAPPINGS, bc_resources, dataverse_tables
+from service.connectors.business_central import V2, BusinessCentralClient
+from service.connectors.dataverse import DataverseClient
+from service.logging import get_logger
+from service.registration import (
+    RegistrationReport,
+    bc_resource,
+    register_bc_subscriptions,
+    register_dataverse_webhook,
+)
+from service.settings import Settings
+from service.store import jobs
+from service.store.db import Database
+
+log = get_logger(__name__)
+
+MESSAGES = ("Create", "Update", "Delete")
+WEBHOOK_NAME = "bcsync"
+
+
+def wanted_bc_resources() -> list[tuple[str, str]]:
+    return bc_resources()
+
+
+def wanted_dataverse_steps() -> list[tuple[str, str, list[str] | None]]:
+    return [(table, message, None) for table in dataverse_tables() for message in MESSAGES]
+
+
+def urls(settings: Settings) -> tuple[str, str]:
+    public = str(settings.public_url).rstrip("/")
+    return f"{public}/webhooks/business-central", f"{public}/webhooks/dataverse"
+
+
+def normalized(resource: str) -> str:
+    return resource.strip().lstrip("/").lower().removeprefix("api/v2.0/")
+
+
+def _parse(value: Any) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass
+class KeeperReport:
+    bc: dict[str, list[str]] = field(default_factory=dict)
+    dataverse: dict[str, list[str]] = field(default_factory=dict)
+    recreated: list[str] = field(default_factory=list)  # registrations that had existed and were gone
+    caught_up: list[str] = field(default_factory=list)  # mappings whose catch-up was requested
+    errors: list[str] = field(default_factory=list)
+
+    def json(self) -> dict[str, Any]:
+        return {"bc": self.bc, "dataverse": self.dataverse, "recreated": self.recreated,
+                "caught_up": self.caught_up, "errors": self.errors}
+
+
+async def our_bc_subscriptions(bc: BusinessCentralClient, notification_url: str) -> dict[str, dict[str, Any]]:
+    """Our subscriptions (by notificationUrl), by normalized resource."""
+    found: dict[str, dict[str, Any]] = {}
+    for api in dict.fromkeys([V2, *(api for api, _ in wanted_bc_resources())]):
+        for sub in await bc.list_subscriptions(api=api):
+            if sub.get("notificationUrl") == notification_url:
+                found.setdefault(normalized(str(sub.get("resource", ""))), sub)
+    return found
+
+
+async def enrolled(db: Database, bc: BusinessCentralClient, settings: Settings) -> bool:
+    """Whether there is anything to keep: registrations stored by an earlier pass, or subscriptions of
+    ours in BC (registered by `bcsync setup`). Before that, a worker's keeper does nothing."""
+    async with db.session() as session:
+        if await jobs.subscription_states(session):
+            return True
+    return bool(await our_bc_subscriptions(bc, urls(settings)[0]))
+
+
+async def keep(settings: Settings, db: Database, bc: BusinessCentralClient, dv: DataverseClient) -> KeeperReport:
+    """One pass of the keeper (the caller holds the `job:keeper` lease)."""
+    assert settings.bc_client_state and settings.dataverse_webhook_key, "BCSYNC_BC_CLIENT_STATE and webhook key"
+    bc_url, dv_url = urls(settings)
+    report = KeeperReport()
+    now = datetime.now(UTC)
+    async with db.session() as session:
+        known = {row.key for row in await jobs.subscription_states(session)}
+    affected: set[str] = set()
+    # ---- Business Central
+    wanted = {normalized(bc_resource(bc.company_id, api, name)): (api, name) for api, name in wanted_bc_resources()}
+    try:
+        bc_report = await register_bc_subscriptions(bc, bc_url, settings.bc_client_state.get_secret_value(),
+                                                    wanted_bc_resources())
+        report.bc = _lists(bc_report)
+        listed = await our_bc_subscriptions(bc, bc_url)
+    except Exception as exc:  # the state says so; the next pass tries again
+        report.errors.append(f"Business Central: {exc}")
+        async with db.session() as session:
+            for key in wanted:
+                if f"bc:{key}" in known:
+                    await jobs.save_subscription_state(session, f"bc:{key}", system="bc", resource=key,
+                                                       status="failed", last_check=now, error=str(exc)[:2000])
+        bc_report, listed = RegistrationReport(), {}
+    else:
+        failures = {normalized(f.split(": ", 1)[0]): f for f in bc_report.failed}
+        created = {normalized(r) for r in bc_report.created}
+        renewed = {normalized(r) for r in bc_report.renewed}
+        async with db.session() as session:
+            for key, (_, entity_set) in wanted.items():
+                sub = listed.get(key, {})
+                status = ("failed" if key in failures else "created" if key in created
+                          else "renewed" if key in renewed else "kept" if sub else "missing")
+                values: dict[str, Any] = {
+                    "system": "bc", "resource": key, "subscription_id": sub.get("subscriptionId"),
+                    "expires_at": _parse(sub.get("expirationDateTime")), "status": status, "last_check": now,
+                    "error": failures.get(key)}
+                if status in ("created", "renewed"):
+                    values["last_change"] = now
+                await jobs.save_subscription_state(session, f"bc:{key}", **values)
+                if status == "created" and f"bc:{key}" in known:
+                    report.recreated.append(key)
+                    affected.update(m.name for m in MAPPINGS if entity_set in m.bc_entities)
+    # ---- Dataverse
+    dv_key = f"dataverse:{WEBHOOK_NAME}"
+    try:
+        dv_report = await register_dataverse_webhook(dv, dv_url, settings.dataverse_webhook_key.get_secret_value(),
+                                                     wanted_dataverse_steps(), name=WEBHOOK_NAME)
+        report.dataverse = _lists(dv_report)
+        endpoint_id = None
+        async for row in dv.list("serviceendpoints", filter=f"name eq '{WEBHOOK_NAME}'",
+                                 select=["serviceendpointid"]):
+            endpoint_id = str(row["serviceendpointid"])
+        status = "created" if dv_report.created else "renewed" if dv_report.renewed or dv_report.removed else "kept"
+        changes = [*dv_report.created, *dv_report.renewed, *dv_report.removed]
+        async with db.session() as session:
+            values = {"system": "dataverse", "resource": dv_url, "subscription_id": endpoint_id,
+                      "status": status, "last_check": now, "error": "; ".join(changes)[:2000] or None}
+            if changes:
+                values["last_change"] = now
+            await jobs.save_subscription_state(session, dv_key, **values)
+        if dv_key in known and dv_report.created:
+            report.recreated.extend(f"dataverse {c}" for c in dv_report.created)
+            # "step Create of account", "image PostImage of step Update of account": the table is last.
+            tables = {c.rsplit(" of ", 1)[-1] for c in dv_report.created if " of " in c}
+            if any(c.startswith("serviceendpoint") for c in dv_report.created):
+                tables = set(dataverse_tables())
+            affected.update(m.name for m in MAPPINGS if tables & set(m.dataverse_entities))
+    except Exception as exc:
+        report.errors.append(f"Dataverse: {exc}")
+        async with db.session() as session:
+            await jobs.save_subscription_state(session, dv_key, system="dataverse", resource=dv_url, status="failed",
+                                               last_check=now, error=str(exc)[:2000])
+    if affected:
+        # Only mappings the worker synchronizes have a catch-up; the others are logged anyway.
+        report.caught_up = sorted(a for a in affected if a in jobs.full_sync_mappings())
+        async with db.session() as session:
+            await jobs.request_catch_up(session, report.caught_up)
+    log.info("subscription keeper pass", recreated=report.recreated, caught_up=report.caught_up,
+             errors=report.errors, renewed=len(bc_report.renewed), created=len(bc_report.created))
+    return report
+
+
+def _lists(report: RegistrationReport) -> dict[str, list[str]]:
+    return {"created": report.created, "kept": report.kept, "renewed": report.renewed, "removed": report.removed,
+            "failed": report.failed}
