@@ -1,5 +1,5 @@
 """`python -m consumers` runs the worker, like `bcsync worker`."""
 
-from service.runners import run_worker
+from consumers.run import run_worker
 
 run_worker()

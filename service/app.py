@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,8 +16,10 @@ from service.connectors.factory import make_clients
 from service.identity import IntegrationIdentity
 from service.intake_writer import IntakeWriter
 from service.logging import get_logger
+from service.metrics import StoredSyncRecords, export_stored_sync_records
 from service.relay import OutboxRelay
 from service.settings import Settings
+from service.store import synclog
 from service.store.db import Database
 from service.store.migrate import upgrade_async
 
@@ -38,7 +41,18 @@ def create_app(settings: Settings) -> FastAPI:
         relay = OutboxRelay(db, broker, dedupe_days=settings.dedupe_days)
         identity = IntegrationIdentity(settings.integration_user_id)
         writer = IntakeWriter(db)
-        tasks = [asyncio.create_task(t) for t in (broker.connect_forever(), relay.run(), writer.run())]
+        stored_records = StoredSyncRecords()
+        export_stored_sync_records(stored_records)
+
+        async def follow_sync_counters() -> None:
+            while True:
+                with contextlib.suppress(Exception):  # the database may be away for a moment
+                    async with db.session() as session:
+                        stored_records.snapshot = await synclog.totals(session)
+                await asyncio.sleep(2.0)
+
+        tasks = [asyncio.create_task(t) for t in (broker.connect_forever(), relay.run(), writer.run(),
+                                                  follow_sync_counters())]
         bc = dv = None
         if all((settings.tenant_id, settings.client_id, settings.client_secret, settings.bc_company_id,
                 settings.dataverse_url)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import runpy
 import urllib.error
 import urllib.request
 from typing import Annotated, Any
@@ -23,9 +24,8 @@ def api() -> None:
 @app.command()
 def worker() -> None:
     """Run the consumers of every mapping queue (several may run at once)."""
-    from service.runners import run_worker
-
-    run_worker()
+    # The worker lives in consumers/, which the service's own code never imports: run it as a module.
+    runpy.run_module("consumers", run_name="__main__", alter_sys=True)
 
 
 @app.command()

@@ -112,3 +112,14 @@ async def last_success(session: AsyncSession) -> dict[str, str]:
     wrote = (col(SyncJob.inserted) + col(SyncJob.modified) + col(SyncJob.deleted) + col(SyncJob.coupled)) > 0
     query = select(col(SyncJob.mapping), func.max(col(SyncJob.finished_at))).where(wrote).group_by(col(SyncJob.mapping))
     return {mapping: when.isoformat() for mapping, when in (await session.execute(query)).all() if when}
+
+
+async def totals(session: AsyncSession) -> dict[tuple[str, str, str], float]:
+    """Every (mapping, direction, result) counter of the job log, summed over runs."""
+    query = select(col(SyncJob.mapping), col(SyncJob.direction),
+                   *(func.sum(getattr(J.c, r)) for r in RESULTS)).group_by(col(SyncJob.mapping), col(SyncJob.direction))
+    out: dict[tuple[str, str, str], float] = {}
+    for mapping, direction, *sums in (await session.execute(query)).all():
+        for result, value in zip(RESULTS, sums, strict=True):
+            out[(mapping, direction, result)] = float(value or 0)
+    return out

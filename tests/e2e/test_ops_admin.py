@@ -37,6 +37,13 @@ async def test_setup_from_nothing_then_changes_flow_and_setup_again_changes_noth
     customer = await stack.bc.create("customers", {"displayName": "From BC After Setup"})
     assert await stack.wait_until(
         lambda: stack.dv.query("accounts", f"accountnumber eq '{customer['number']}'"), timeout=30)
+    # the api's /metrics shows what every worker synchronized (from the store's job log)
+
+    async def counted() -> float:
+        return await stack.metric("bcsync_sync_records_total", mapping="CUSTOMER", direction="from_crm",
+                                  result="inserted")
+
+    assert await stack.wait_until(counted, timeout=15) >= 1
     second = cli(stack, "setup")
     assert second.returncode == 0, second.stderr
     assert "setup changed nothing" in second.stdout
