@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -20,38 +17,13 @@ from consumers.rules import build_rules
 from consumers.rules.context import SyncContext
 from consumers.sync import SyncEngine
 from sandbox.config import SandboxConfig
-from sandbox.main import serve
 from schemas.events import ChangeEvent
 from schemas.mappings import BY_NAME
 from service.connectors.factory import make_clients
 from service.settings import Settings
 from service.store.db import Database
 from service.store.migrate import upgrade_async
-from tests.harness import free_port
-
-
-def start_sandbox(tmp: Path) -> tuple[SandboxConfig, Any]:
-    config = SandboxConfig(bc_port=free_port(), dataverse_port=free_port(), entra_port=free_port(),
-                           ca_file=str(tmp / "ca.pem"))
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(config, stop),), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    for port in (config.entra_port, config.bc_port, config.dataverse_port):
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, f"port {port} never listened"
-                time.sleep(0.05)
-
-    def stopper() -> None:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(10)
-
-    return config, stopper
+from tests.sandbox_thread import start_sandbox_thread
 
 
 class Human:
@@ -138,7 +110,7 @@ class World:
 
 @pytest.fixture
 async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[World]:
-    config, stop = start_sandbox(tmp_path)
+    config, stop = start_sandbox_thread(tmp_path)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", config.ca_file)
     settings = Settings(
         _env_file=None, tenant_id=config.tenant_id, client_id=config.client_id, client_secret=config.client_secret,

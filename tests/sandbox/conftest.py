@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,8 +19,8 @@ from starlette.responses import PlainTextResponse, Response
 from sandbox.bc.app import create_app
 from sandbox.bc.runtime import BC_AUDIENCE, BCSandbox
 from sandbox.config import DEMO_COMPANY_ID, DEMO_TENANT_ID, SandboxConfig
-from sandbox.main import serve
 from sandbox.tokens import TokenIssuer
+from tests.sandbox_thread import start_sandbox_thread
 
 ROOT = f"/v2.0/{DEMO_TENANT_ID}/production/api/v2.0"
 COMPANY = f"{ROOT}/companies({DEMO_COMPANY_ID})"
@@ -151,23 +150,8 @@ class Live:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     ca_file = str(tmp_path_factory.mktemp("ca") / "ca.pem")
-    config = SandboxConfig(bc_port=free_port(), dataverse_port=free_port(), entra_port=free_port(), ca_file=ca_file)
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(config, stop),), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    for port in (config.entra_port, config.bc_port, config.dataverse_port):
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, f"port {port} never listened"
-                time.sleep(0.05)
+    config, stop = start_sandbox_thread(Path(ca_file).parent)
     yield Live(config)
-    loop.call_soon_threadsafe(stop.set)
-    thread.join(10)
-    assert not thread.is_alive()
+    stop()
 
 
