@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.events import ChangeEvent
 from schemas.mappings import BY_NAME, DATAVERSE_SETS
 from service.api.admin import require_admin
 from service.api.admin_mappings import known
@@ -16,6 +18,7 @@ from service.logging import get_logger
 from service.matching import REPORT_IDS, match_and_couple
 from service.store import couplings, synclog
 from service.store.models import SyncError
+from service.topology import MAPPING_HEADER
 
 log = get_logger(__name__)
 router = APIRouter(prefix="/admin", tags=["admin: records"], dependencies=[Depends(require_admin)])
@@ -53,10 +56,7 @@ async def _requeue(broker: Broker, mapping: str, event_json: str) -> None:
 
 
 def _event(mapping: str, source: str, record_id: str) -> str:
-    from datetime import UTC, datetime
-
-    from schemas.events import ChangeEvent
-
+    """A change event that makes the worker synchronize one record of a mapping now."""
     m = BY_NAME[mapping]
     entity = m.bc_entity if source == "business_central" else m.dataverse_entity
     return ChangeEvent(source=source, entity=entity, record_id=record_id, change_type="updated",
@@ -207,8 +207,6 @@ async def redrive_dead_letters(broker: BrokerDep, limit: Annotated[int, Query(ge
     """Put dead-lettered events back on their mapping's queue (after the cause was fixed)."""
     if not broker.ready or broker.channel is None:
         raise HTTPException(503, "RabbitMQ is not reachable right now; try again")
-    from service.topology import MAPPING_HEADER
-
     queue = await broker.channel.get_queue(broker.topology.dead_queue, ensure=False)
     moved = 0
     while moved < limit and (message := await queue.get(no_ack=False, fail=False)) is not None:
