@@ -75,15 +75,19 @@ class SyncEngine:
             await self.reconcile(rule, side, event)
             return
         assert event.record_id is not None
+        record_id = await rule.event_record_id(side, event)  # a line's event concerns its document
+        if record_id is None:
+            return
+        deleted = event.change_type == "deleted" and record_id.lower() == event.record_id.lower()
         async with self.db.session() as session:
-            skipped = await synclog.is_skipped(session, rule.name, event.source, event.record_id.lower())
+            skipped = await synclog.is_skipped(session, rule.name, event.source, record_id.lower())
         if skipped:  # failed twice the same way: waits for an operator's retry (admin API)
             SYNC_RECORDS.labels(rule.name, direction_of(OTHER[side]), "skipped").inc()
             return
         try:
-            await self.sync_record(rule, side, event.record_id, deleted=event.change_type == "deleted")
+            await self.sync_record(rule, side, record_id, deleted=deleted)
         except (SyncFailure, ApiError) as exc:
-            await self._record_error(rule, side, event.record_id, exc, event.model_dump_json())
+            await self._record_error(rule, side, record_id, exc, event.model_dump_json())
             raise
 
     async def reconcile(self, rule: Rule, side: str, event: ChangeEvent) -> None:
@@ -163,6 +167,9 @@ class SyncEngine:
 
     async def _apply(self, rule: Rule, side: str, record_id: str, coupling: Coupling | None, deleted: bool,
                      record: dict[str, Any] | None) -> Applied:
+        custom = await rule.apply(self, side, record_id, coupling, deleted, record)
+        if custom is not None:  # documents: the rule applies the record itself
+            return custom
         other = OTHER[side]
         direction = direction_of(other)
         if record is None and not deleted:
@@ -181,6 +188,10 @@ class SyncEngine:
             if not rule.creates_toward(other) or rule.mapping.only_coupled:
                 raise Skip("not coupled, and new records do not flow this way")
             candidates = await rule.match(other, record)
+            # A record already coupled to another one is not a match (e.g. two customers of the same name).
+            async with self.db.session() as session:
+                candidates = [c for c in candidates
+                              if await couplings.find(session, rule.name, other, rule.record_id(other, c)) is None]
             if len(candidates) > 1:
                 raise SyncFailure(f"{len(candidates)} records on the other side match this one; couple it by hand")
             if not candidates:

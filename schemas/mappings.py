@@ -173,10 +173,14 @@ MAPPINGS: tuple[TableMapping, ...] = (
                  ("CURRENCY", "ITEM-PRODUCT"), bc_api=CUSTOM_API),
     TableMapping("SALESPRC-PRODPRICE", "salesPrices", "productpricelevel", Direction.TO_CRM,
                  ("CUSTPRCGRP-PRICE", "ITEM-PRODUCT"), bc_api=CUSTOM_API),
+    # Documents: headers and lines are mapped by their rules (consumers/rules/orders.py, invoices.py), which
+    # apply the filters below on top of their own (a canceled order still reaches its rule: delete policy).
     TableMapping("SALESORDER-ORDER", "salesOrders", "salesorder", Direction.FROM_CRM,
-                 ("CUSTOMER", "ITEM-PRODUCT"), extra_dataverse_entities=("salesorderdetail",)),
+                 ("CUSTOMER", "ITEM-PRODUCT"), extra_dataverse_entities=("salesorderdetail",),
+                 dataverse_filter="statecode eq 1"),
     TableMapping("POSTEDSALESINV-INV", "salesInvoices", "invoice", Direction.TO_CRM,
-                 ("CUSTOMER", "ITEM-PRODUCT", "SALESORDER-ORDER"), extra_dataverse_entities=("invoicedetail",)),
+                 ("CUSTOMER", "ITEM-PRODUCT", "SALESORDER-ORDER"), extra_dataverse_entities=("invoicedetail",),
+                 bc_filter="status ne 'Draft' and status ne 'In Review'"),
 )
 
 BY_NAME: dict[str, TableMapping] = {m.name: m for m in MAPPINGS}

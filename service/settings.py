@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     bc_request_budget: int = Field(default=6000, ge=1)
     dataverse_request_budget: int = Field(default=6000, ge=1)
     request_window_seconds: float = Field(default=300.0, gt=0)
+    # SALESORDER-ORDER: a custom salesorder column that receives the BC order number (a standard org has none).
+    order_number_column: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -5,6 +5,8 @@ from __future__ import annotations
 from consumers.rules.base import Rule
 from consumers.rules.contact import ContactRule
 from consumers.rules.context import SyncContext
+from consumers.rules.invoices import InvoiceRule
+from consumers.rules.orders import OrderRule
 from consumers.rules.products import ProductRule
 from consumers.rules.salespeople import SalespeopleRule
 from schemas.mappings import BY_NAME
@@ -17,6 +19,8 @@ RULE_CLASSES: dict[str, type[Rule]] = {
     "CONTACT": ContactRule,
     "ITEM-PRODUCT": ProductRule,
     "RESOURCE-PRODUCT": ProductRule,
+    "SALESORDER-ORDER": OrderRule,
+    "POSTEDSALESINV-INV": InvoiceRule,
 }
 
 

@@ -8,13 +8,18 @@ Sides are named "bc" and "dataverse"; values are computed *toward* a side.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from consumers.rules import lookups
 from consumers.rules.context import SyncContext, odata_text
 from consumers.rules.values import convert, join_name, split_name
 from schemas.mappings import DATAVERSE_SETS, Direction, FieldMap, TableMapping
 from schemas.odata_filter import matches
+
+if TYPE_CHECKING:
+    from consumers.sync import Applied, SyncEngine
+    from schemas.events import ChangeEvent
+    from service.store.models import Coupling
 
 OTHER = {"bc": "dataverse", "dataverse": "bc"}
 _ALLOWED = {"dataverse": (Direction.TO_CRM, Direction.BOTH), "bc": (Direction.FROM_CRM, Direction.BOTH)}
@@ -42,6 +47,11 @@ class Rule:
     def handles(self, side: str, entity: str) -> bool:
         """Whether events of this table are this rule's records (lines and the like are not)."""
         return entity == (self.mapping.bc_entity if side == "bc" else self.mapping.dataverse_entity)
+
+    async def event_record_id(self, side: str, event: ChangeEvent) -> str | None:
+        """The id of this rule's record an event concerns (a document line's event concerns its header);
+        None: the event concerns no record of this rule."""
+        return event.record_id
 
     def record_id(self, side: str, record: dict[str, Any]) -> str:
         return str(record["id"] if side == "bc" else record[self.dataverse_key]).lower()
@@ -71,6 +81,12 @@ class Rule:
     def creates_toward(self, target: str) -> bool:
         """New records of the other side become new records on `target` (the mapping's direction)."""
         return self.mapping.direction in _ALLOWED[target]
+
+    async def apply(self, engine: SyncEngine, side: str, record_id: str, coupling: Coupling | None, deleted: bool,
+                    record: dict[str, Any] | None) -> Applied | None:
+        """A rule may take over applying one record (documents: headers with lines, state changes);
+        None leaves it to the engine's field-by-field flow. Runs under the engine's record lease."""
+        return None
 
     # --- values -------------------------------------------------------------------------------------------------
 
