@@ -32,6 +32,8 @@ bench: $(STAMP)  ## benchmarks; results go to docs/benchmarks.md
 	bash scripts/ensure-services.sh
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.sandbox
+	$(BIN)/python -m bench.documents
+	$(BIN)/python -m bench.sync
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info bcsync.db*

@@ -33,6 +33,7 @@ from service.store.models import Coupling
 log = get_logger(__name__)
 
 LEASE_SECONDS = 120.0
+LOCK_TRIES, LOCK_WAIT = 8, 0.05  # up to ~1.8 s of waiting for a record's lease before requeueing
 WRITE_ATTEMPTS = 4  # re-read and re-apply after a stale ETag, this many times
 SIDE_OF_SOURCE = {"business_central": "bc", "dataverse": "dataverse"}
 SOURCE_OF_SIDE = {"bc": "business_central", "dataverse": "dataverse"}
@@ -138,12 +139,18 @@ class SyncEngine:
         # Each call holds its own lease: two concurrent calls in one worker must exclude each other too.
         owner = uuid.uuid4().hex
         keys = [f"{rule.name}:{side}:{record_id}"]
-        async with self.db.session() as session:
-            coupling = await couplings.find(session, rule.name, side, record_id)
-            if coupling is not None:
-                keys.append(f"{rule.name}:{other}:{_id(coupling, other)}")
-            if not await locks.acquire(session, keys, owner, LEASE_SECONDS):
-                raise RecordBusy(f"{rule.name} {side} {record_id} is being synchronized by another worker")
+        for attempt in range(LOCK_TRIES):
+            async with self.db.session() as session:
+                coupling = await couplings.find(session, rule.name, side, record_id)
+                if coupling is not None:
+                    keys = [keys[0], f"{rule.name}:{other}:{_id(coupling, other)}"]
+                if await locks.acquire(session, keys, owner, LEASE_SECONDS):
+                    break
+            # Usually the holder is another message for the same record in this very worker (an order and
+            # its lines): waiting a moment here is far cheaper than a round trip through a delay queue.
+            await asyncio.sleep(LOCK_WAIT * (attempt + 1))
+        else:
+            raise RecordBusy(f"{rule.name} {side} {record_id} is being synchronized by another worker")
         applied = Applied("failed", direction_of(other))
         try:
             try:
@@ -188,10 +195,11 @@ class SyncEngine:
             if not rule.creates_toward(other) or rule.mapping.only_coupled:
                 raise Skip("not coupled, and new records do not flow this way")
             candidates = await rule.match(other, record)
-            # A record already coupled to another one is not a match (e.g. two customers of the same name).
+            # A record already coupled to another one is not a match (e.g. two customers of the same name);
+            # one coupled to this very record is (the coupling was read before another worker saved it).
             async with self.db.session() as session:
-                candidates = [c for c in candidates
-                              if await couplings.find(session, rule.name, other, rule.record_id(other, c)) is None]
+                taken = [await couplings.find(session, rule.name, other, rule.record_id(other, c)) for c in candidates]
+            candidates = [c for c, t in zip(candidates, taken, strict=True) if t is None or _id(t, side) == record_id]
             if len(candidates) > 1:
                 raise SyncFailure(f"{len(candidates)} records on the other side match this one; couple it by hand")
             if not candidates:

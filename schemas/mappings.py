@@ -170,9 +170,20 @@ MAPPINGS: tuple[TableMapping, ...] = (
         match_keys=(("number", "productnumber"),),
     ),
     TableMapping("CUSTPRCGRP-PRICE", "customerPriceGroups", "pricelevel", Direction.TO_CRM,
-                 ("CURRENCY", "ITEM-PRODUCT"), bc_api=CUSTOM_API),
+                 ("CURRENCY", "ITEM-PRODUCT"), bc_api=CUSTOM_API,
+                 fields=(FieldMap("code", "name", TO, "text:100"),
+                         FieldMap("description", "description", TO, "text"),
+                         FieldMap("currencyCode", "transactioncurrencyid", TO, "lookup:CURRENCY")),
+                 match_keys=(("code", "name"),)),
+    # Prices: group, product and unit are resolved by the rule (consumers/rules/prices.py), which also sets
+    # pricingmethodcode 1 (Currency Amount) on every write and skips quantity prices (minimumQuantity > 1).
     TableMapping("SALESPRC-PRODPRICE", "salesPrices", "productpricelevel", Direction.TO_CRM,
-                 ("CUSTPRCGRP-PRICE", "ITEM-PRODUCT"), bc_api=CUSTOM_API),
+                 ("CUSTPRCGRP-PRICE", "ITEM-PRODUCT"), bc_api=CUSTOM_API,
+                 fields=(FieldMap("customerPriceGroupCode", "pricelevelid", TO, "lookup:CUSTPRCGRP-PRICE"),
+                         FieldMap("itemId", "productid", TO, "lookup:ITEM-PRODUCT"),
+                         FieldMap("unitOfMeasureCode", "uomid", TO, "unit:product"),
+                         FieldMap("unitPrice", "amount", TO, "money")),
+                 dataverse_template=(("quantitysellingcode", 1),)),  # No Control
     # Documents: headers and lines are mapped by their rules (consumers/rules/orders.py, invoices.py), which
     # apply the filters below on top of their own (a canceled order still reaches its rule: delete policy).
     TableMapping("SALESORDER-ORDER", "salesOrders", "salesorder", Direction.FROM_CRM,

@@ -7,6 +7,7 @@ from consumers.rules.contact import ContactRule
 from consumers.rules.context import SyncContext
 from consumers.rules.invoices import InvoiceRule
 from consumers.rules.orders import OrderRule
+from consumers.rules.prices import SalesPriceRule
 from consumers.rules.products import ProductRule
 from consumers.rules.salespeople import SalespeopleRule
 from schemas.mappings import BY_NAME
@@ -19,6 +20,8 @@ RULE_CLASSES: dict[str, type[Rule]] = {
     "CONTACT": ContactRule,
     "ITEM-PRODUCT": ProductRule,
     "RESOURCE-PRODUCT": ProductRule,
+    "CUSTPRCGRP-PRICE": Rule,
+    "SALESPRC-PRODPRICE": SalesPriceRule,
     "SALESORDER-ORDER": OrderRule,
     "POSTEDSALESINV-INV": InvoiceRule,
 }
