@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from consumers.handlers import HANDLERS, Handler
@@ -33,7 +33,6 @@ class Assembly:
     engine: SyncEngine
     handlers: dict[str, Handler]
     close: Callable[[], Awaitable[None]]
-    jobs: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # background jobs (consumers/jobs)
     background: Callable[[Worker], list[Coroutine[Any, Any, None]]]
 
 
@@ -72,7 +71,9 @@ def assemble(settings: Settings, db: Database, broker: Broker) -> Assembly:
         await bc.aclose()
         await dv.aclose()
 
+    jobs = JobRunner(settings, db, broker, engine, bc, dv)  # full sync, catch-up, subscription keeper
+
     def background(worker: Worker) -> list[Coroutine[Any, Any, None]]:
-        return [follow_settings(db, engine, worker)]
+        return [follow_settings(db, engine, worker), jobs.run()]
 
     return Assembly(engine, handlers, close, background)

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import admin, admin_mappings, admin_records, health, webhooks
+from service.api import admin, admin_jobs, admin_mappings, admin_records, health, webhooks
 from service.broker import broker_from_settings
 from service.connectors.factory import make_clients
 from service.identity import IntegrationIdentity
@@ -24,12 +24,6 @@ from service.store.db import Database
 from service.store.migrate import upgrade_async
 
 log = get_logger(__name__)
-
-
-try:  # the jobs' endpoints (full synchronization, subscriptions) come in their own module
-    from service.api.admin_jobs import router as _jobs_router
-except ImportError:  # pragma: no cover - while that module is not there
-    _jobs_router = None
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -86,6 +80,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(admin_mappings.router)
     app.include_router(admin_records.router)
-    if _jobs_router is not None:
-        app.include_router(_jobs_router)
+    app.include_router(admin_jobs.router)
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -85,6 +85,9 @@ class Settings(BaseSettings):
         return self.dataverse_scope or f"{str(self.dataverse_url).rstrip('/')}/.default"
 
 
+S = TypeVar("S", bound=BaseSettings)
+
+
 class SettingsError(SystemExit):
     """Stops the process with one line naming the variable."""
 
@@ -95,8 +98,13 @@ def env_name(field: str) -> str:
 
 def load_settings(*required: str) -> Settings:
     """Read the settings; exit with one clear line if one is invalid or a `required` one is missing."""
+    return read_settings(Settings, *required)
+
+
+def read_settings(cls: type[S], *required: str) -> S:
+    """`load_settings` for another BaseSettings class of ours (the workers' job settings)."""
     try:
-        settings = Settings()
+        settings = cls()
     except ValidationError as exc:
         first = exc.errors()[0]
         name = env_name(str(first["loc"][0])) if first["loc"] else ENV_PREFIX

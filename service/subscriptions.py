@@ -164,8 +164,7 @@ async def keep(settings: Settings, db: Database, bc: BusinessCentralClient, dv: 
             await jobs.save_subscription_state(session, dv_key, system="dataverse", resource=dv_url, status="failed",
                                                last_check=now, error=str(exc)[:2000])
     if affected:
-        # Only mappings the worker synchronizes have a catch-up; the others are logged anyway.
-        report.caught_up = sorted(a for a in affected if a in jobs.full_sync_mappings())
+        report.caught_up = [m for m in jobs.catch_up_mappings() if m in affected]
         async with db.session() as session:
             await jobs.request_catch_up(session, report.caught_up)
     log.info("subscription keeper pass", recreated=report.recreated, caught_up=report.caught_up,

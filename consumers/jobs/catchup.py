@@ -5,6 +5,7 @@ Why events and not the engine directly: the events go through the outbox to the 
 webhook's, so a mapping on hold keeps them waiting (and resume applies them in order with the live ones),
 failures are retried and dead-lettered by the normal path, and every worker shares the work. The dedupe
 key holds the record's modified time, so a record read again within the overlap is not published twice.
+Our own writes come back in the changed set too; the engine finds them unchanged (hash), at one read each.
 
 Watermark: per mapping and side, the newest source modified time seen (the source system's clock, not
 ours); a run reads from `watermark - overlap` (BC `lastModifiedDateTime gt`, Dataverse `modifiedon ge`).
@@ -26,7 +27,7 @@ from consumers.sync import SOURCE_OF_SIDE, SyncEngine
 from schemas.events import ChangeEvent
 from service.logging import get_logger
 from service.settings import Settings
-from service.store import jobs, locks, outbox
+from service.store import couplings, jobs, locks, outbox
 from service.store.db import Database
 from service.store.outbox import utcnow
 
@@ -44,17 +45,25 @@ class CatchUpJob:
         now = utcnow()
         async with self.db.session() as session:
             states = await jobs.catch_up_states(session)
-            configs = {name: (await jobs.mapping_config(session, name))[0] for name in jobs.full_sync_mappings()}
-        for name in jobs.full_sync_mappings():
+            configs = {name: (await jobs.mapping_config(session, name))[0] for name in jobs.catch_up_mappings()}
+        for name in jobs.catch_up_mappings():
+            state = states.get(name)
             if name not in self.engine.rules:
+                if state is not None and state.requested_at is not None:
+                    await self._no_rule(name)
                 continue
             minutes = jobs.reconcile_minutes(configs[name], self.settings.reconcile_minutes)
-            state = states.get(name)
             requested = state is not None and state.requested_at is not None
             scheduled = minutes > 0 and (state is None or state.next_run_at is None
                                          or _aware(state.next_run_at) <= now)
             if requested or scheduled:
                 await self.run_mapping(name, minutes)
+
+    async def _no_rule(self, name: str) -> None:
+        async with self.db.session() as session:
+            state = await jobs.catch_up_state(session, name)
+            state.requested_at = None
+            state.last_error = f"{name} has no sync rule in this worker: nothing to catch up"
 
     async def run_mapping(self, name: str, minutes: float | None = None) -> int | None:
         """One catch-up of one mapping; the number of events published (None: another worker runs it)."""
@@ -120,6 +129,8 @@ class CatchUpJob:
             modified = rule.modified(side, record)
             if modified is not None and _aware(modified) > newest:
                 newest = _aware(modified)
+            if modified is not None and await self._synchronized(rule.name, side, record_id, modified):
+                continue  # a newer version was synchronized already
             stamp = modified.isoformat() if modified else str(run)
             batch.append(record_event(rule, side, record_id, occurred_at=modified,
                                       dedupe_key=f"catchup:{rule.name}:{side}:{record_id}:{stamp}",
@@ -130,6 +141,15 @@ class CatchUpJob:
         found += await self._publish(batch)
         return found, newest
 
+    async def _synchronized(self, mapping: str, side: str, record_id: str, modified: datetime) -> bool:
+        async with self.db.session() as session:
+            coupling = await couplings.find(session, mapping, side, record_id)
+        if coupling is None:
+            return False
+        seen = coupling.bc_modified if side == "bc" else coupling.dataverse_modified
+        # Equal times are not proof: Dataverse keeps whole seconds, BC milliseconds, and two writes may share one.
+        return seen is not None and _aware(seen) > _aware(modified)
+
     async def _publish(self, events: list[ChangeEvent]) -> int:
         if not events:
             return 0
@@ -139,7 +159,7 @@ class CatchUpJob:
 
     async def _full_reconcile(self, rule: Rule, sides: list[str], run: int) -> None:
         events = [ChangeEvent(
-            source=SOURCE_OF_SIDE[side], entity=entity_of(rule, side), change_type="collection",  # type: ignore[arg-type]
+            source=SOURCE_OF_SIDE[side], entity=entity_of(rule, side), change_type="collection",
             occurred_at=utcnow(), dedupe_key=f"catchup-full:{rule.name}:{side}:{run}:{uuid.uuid4().hex}",
             correlation_id=f"catchup-{rule.name}-{run}", full_reconcile=True,
             company_id=rule.ctx.bc.company_id if side == "bc" else None,

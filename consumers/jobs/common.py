@@ -34,7 +34,7 @@ def record_event(rule: Rule, side: str, record_id: str, *, dedupe_key: str, corr
                  occurred_at: datetime | None = None) -> ChangeEvent:
     """An ordinary "updated" event of one record (a trigger: the consumer reads the record again)."""
     return ChangeEvent(
-        source=SOURCE_OF_SIDE[side], entity=entity_of(rule, side), record_id=record_id,  # type: ignore[arg-type]
+        source=SOURCE_OF_SIDE[side], entity=entity_of(rule, side), record_id=record_id,
         change_type="updated", occurred_at=occurred_at or datetime.now(UTC), dedupe_key=dedupe_key[:200],
         correlation_id=correlation_id[:128], company_id=rule.ctx.bc.company_id if side == "bc" else None,
         api=rule.mapping.bc_api if side == "bc" else None)

@@ -9,6 +9,7 @@ present on both sides are coupled, not duplicated. Memory holds one connector pa
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import uuid
@@ -17,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import IntegrityError
 
 from consumers.errors import RecordBusy
 from consumers.jobs.common import record_event, source_sides
@@ -66,9 +68,9 @@ class FullSync:
                 continue
             task = asyncio.create_task(self.run_line(line.id, line.mapping, attempt, run.id))
             self.running[line.id] = task
-            task.add_done_callback(lambda _, line_id=line.id: self._done(line_id))
+            task.add_done_callback(functools.partial(self._done, line.id))
 
-    def _done(self, line_id: int) -> None:
+    def _done(self, line_id: int, _: object) -> None:
         self.running.pop(line_id, None)
         self.wake.set()
 
@@ -137,6 +139,10 @@ class FullSync:
             except RecordBusy as exc:  # a live event of the same record: wait for it
                 error = exc
                 await asyncio.sleep(min(0.1 * (turn + 1), 1.0))
+            except IntegrityError as exc:  # the match was coupled by a concurrent record meanwhile: apply again
+                error = exc
+                if turn >= 2:
+                    break
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # listed in the error list, with an event to retry it

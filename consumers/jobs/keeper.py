@@ -44,9 +44,10 @@ class KeeperJob:
         async with self.db.session() as session:
             if not await locks.acquire(session, [jobs.KEEPER_LEASE], owner, LEASE_SECONDS):
                 return
+        # Whatever happens (not set up yet, BC unreachable), this worker tries again after the interval.
+        self.not_before = now + timedelta(minutes=max(minutes, 0.05))
         try:
             if not await enrolled(self.db, self.bc, self.settings):
-                self.not_before = now + timedelta(minutes=max(minutes, 0.1))
                 return
             report = await keep(self.settings, self.db, self.bc, self.dv)
             if report.caught_up:

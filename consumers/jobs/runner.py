@@ -17,7 +17,7 @@ from service.broker import Broker
 from service.connectors.business_central import BusinessCentralClient
 from service.connectors.dataverse import DataverseClient
 from service.logging import get_logger
-from service.settings import Settings
+from service.settings import Settings, read_settings
 from service.store.db import Database
 
 log = get_logger(__name__)
@@ -27,7 +27,7 @@ class JobRunner:
     def __init__(self, settings: Settings, db: Database, broker: Broker, engine: SyncEngine,
                  bc: BusinessCentralClient, dv: DataverseClient, job_settings: JobSettings | None = None) -> None:
         self.broker = broker
-        self.job_settings = job_settings or JobSettings()
+        self.job_settings = job_settings or read_settings(JobSettings)
         self.full_sync = FullSync(db, engine, self.job_settings, self.kick)
         self.catch_up = CatchUpJob(db, engine, settings, self.job_settings)
         self.keeper = KeeperJob(settings, db, bc, dv, self.job_settings, self.kick)

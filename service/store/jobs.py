@@ -45,6 +45,11 @@ def full_sync_mappings() -> list[str]:
     return [name for name in dependency_order() if BY_NAME[name].fields]
 
 
+def catch_up_mappings() -> list[str]:
+    """The mappings a catch-up may be asked for (the worker skips those it has no sync rule for)."""
+    return dependency_order()
+
+
 # ---- full synchronization ----------------------------------------------------------------------------------
 
 
@@ -177,10 +182,9 @@ async def release_line(session: AsyncSession, line_id: int, owner: str, attempt:
 
 async def restart_line(session: AsyncSession, line: FullSyncLine) -> None:
     """"Delete and re-add": the line is Ready again with zero counts; a worker still running the old
-    attempt loses its lease at its next page and stops."""
+    attempt loses its lease at its next page and stops (the next claim makes a new attempt)."""
     now = utcnow()
     line.status, line.owner, line.lease_until, line.message = READY, None, None, None
-    line.attempt += 1
     line.started_at = line.finished_at = None
     line.updated_at = now
     for counter in COUNTERS:

@@ -643,4 +643,57 @@ class Stack:
         return len(await self.bc_writes_since(mark)) + len(await self.dv_writes_since(mark))
 
 
+    # ---- additions for the sync-engine acceptance tests (tests/e2e/test_sync_*.py) ----------------------------
+    async def start_metered_worker(self, env: dict[str, str] | None = None) -> Process:
+        """Start one more worker with its own /metrics port (the engine's counters live in the worker)."""
+        port = free_port()
+        worker = await self.start_worker({**(env or {}), "BCSYNC_WORKER_METRICS_PORT": str(port)})
+        self.__dict__.setdefault("_worker_metrics_ports", {})[worker.name] = port
+        return worker
+
+    async def worker_metric(self, name: str, **labels: str) -> float:
+        """Sum, over the running workers started by `start_metered_worker`, of the samples named `name` whose
+        labels include `labels` (a worker's counters start at 0 with its process)."""
+        total = 0.0
+        ports: dict[str, int] = self.__dict__.get("_worker_metrics_ports", {})
+        for worker in self.running_workers:
+            if worker.name not in ports:
+                continue
+            text = _check(await self.http.get(f"http://127.0.0.1:{ports[worker.name]}/metrics")).text
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                        total += sample.value
+        return total
+
+    async def register_dataverse_webhook_named(self, name: str) -> list[str]:
+        """One more Dataverse webhook (service endpoint `name`, same url and key) with Create/Update/Delete
+        steps for every table of DV_TABLES: each change then posts one more RemoteExecutionContext."""
+        endpoint = entity_id(await self.dv_as_service("POST", "serviceendpoints", json={
+            "name": name, "url": f"{self.api_url}/webhooks/dataverse", "contract": 8, "authtype": 4,
+            "authvalue": WEBHOOK_KEY, "messageformat": 2, "connectionmode": 1, "userclaim": 1}))
+        messages = _check(await self.dv_as_service("GET", "sdkmessages", params={
+            "$filter": "name eq 'Create' or name eq 'Update' or name eq 'Delete'"})).json()["value"]
+        step_ids = []
+        for message in messages:
+            rows = _check(await self.dv_as_service("GET", "sdkmessagefilters", params={
+                "$filter": f"_sdkmessageid_value eq {message['sdkmessageid']}"})).json()["value"]
+            for row in (r for r in rows if r["primaryobjecttypecode"] in DV_TABLES):
+                step_id = entity_id(await self.dv_as_service("POST", "sdkmessageprocessingsteps", json={
+                    "name": f"{name}: {message['name']} of {row['primaryobjecttypecode']}", "stage": 40,
+                    "mode": 1, "rank": 1, "supporteddeployment": 0, "asyncautodelete": False,
+                    "sdkmessageid@odata.bind": f"/sdkmessages({message['sdkmessageid']})",
+                    "sdkmessagefilterid@odata.bind": f"/sdkmessagefilters({row['sdkmessagefilterid']})",
+                    "eventhandler_serviceendpoint@odata.bind": f"/serviceendpoints({endpoint})"}))
+                if message["name"] in ("Update", "Delete"):
+                    image_type, alias = (1, "PostImage") if message["name"] == "Update" else (0, "PreImage")
+                    entity_id(await self.dv_as_service("POST", "sdkmessageprocessingstepimages", json={
+                        "name": alias, "entityalias": alias, "imagetype": image_type,
+                        "messagepropertyname": "Target",
+                        "sdkmessageprocessingstepid@odata.bind": f"/sdkmessageprocessingsteps({step_id})"}))
+                step_ids.append(step_id)
+        return step_ids
+
+
 StackFactory = Callable[..., Awaitable[Stack]]  # the `make_stack` fixture
+
