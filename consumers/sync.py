@@ -154,7 +154,7 @@ class SyncEngine:
         applied = Applied("failed", direction_of(other))
         try:
             try:
-                applied = await self._apply(rule, side, record_id, coupling, deleted, record)
+                applied = await self._apply(rule, side, record_id, coupling, deleted, record, kind)
             except Skip as exc:
                 log.info("record skipped", mapping=rule.name, side=side, record_id=record_id, reason=str(exc))
                 applied = Applied("skipped", direction_of(other), _id(coupling, other) if coupling else None)
@@ -173,7 +173,7 @@ class SyncEngine:
         return applied
 
     async def _apply(self, rule: Rule, side: str, record_id: str, coupling: Coupling | None, deleted: bool,
-                     record: dict[str, Any] | None) -> Applied:
+                     record: dict[str, Any] | None, kind: str = "live") -> Applied:
         custom = await rule.apply(self, side, record_id, coupling, deleted, record)
         if custom is not None:  # documents: the rule applies the record itself
             return custom
@@ -191,6 +191,13 @@ class SyncEngine:
         source_hash = digest(payload)
         source_modified = rule.modified(side, record)
         result = "modified"
+        if coupling is None and not deleted:
+            async with self.db.session() as session:
+                if kind == "full":  # a full synchronization takes survivors of remove-coupling up again
+                    await couplings.forget_decoupled(session, rule.name, side, record_id)
+                elif await couplings.is_decoupled(session, rule.name, side, record_id):
+                    raise Skip("its coupled record was deleted (remove-coupling): it is left alone until it is "
+                               "coupled again or a full synchronization runs")
         if coupling is None:
             if not rule.creates_toward(other) or rule.mapping.only_coupled:
                 raise Skip("not coupled, and new records do not flow this way")
@@ -214,9 +221,10 @@ class SyncEngine:
         else:
             new_coupling = None
             target = await rule.read(other, _id(coupling, other))
-            if target is None:
+            if target is None:  # deleted without our seeing it: as if its delete arrived now
                 async with self.db.session() as session:
                     await couplings.remove(session, coupling.id or 0)
+                    await couplings.mark_decoupled(session, rule.name, side, record_id)
                 raise Skip("the coupled record no longer exists; the coupling was removed")
             if _hash(coupling, side) == source_hash:
                 return Applied("unchanged", direction, _id(coupling, other))
@@ -245,6 +253,8 @@ class SyncEngine:
         target = await rule.read(other, _id(coupling, other)) if policy != DeletePolicy.REMOVE_COUPLING else None
         async with self.db.session() as session:
             await couplings.remove(session, coupling.id or 0)
+            if policy == DeletePolicy.REMOVE_COUPLING:
+                await couplings.mark_decoupled(session, rule.name, other, _id(coupling, other))
         if policy == DeletePolicy.PROPAGATE and target is not None:
             await rule.delete(other, target)
             return Applied("deleted", direction)

@@ -61,6 +61,8 @@ async def match_and_couple(mapping: TableMapping, bc: BusinessCentralClient, dv:
                 async with db.session() as session:
                     await couplings.save(session, mapping.name, record_id, candidates[0],
                                          last_result="coupled by match")
+                    await couplings.forget_decoupled(session, mapping.name, "bc", record_id)
+                    await couplings.forget_decoupled(session, mapping.name, "dataverse", candidates[0])
                 dv_left.discard(candidates[0])
                 coupled += 1
                 outcome = "coupled"

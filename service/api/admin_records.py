@@ -91,6 +91,8 @@ async def couple(body: NewCoupling, request: Request, db: DatabaseDep, broker: B
             if await couplings.find(session, mapping.name, side, record_id) is not None:
                 raise HTTPException(409, f"{side} record {record_id} is already coupled in {mapping.name}")
         row = await couplings.save(session, mapping.name, body.bc_id, body.dataverse_id, last_result="coupled by hand")
+        await couplings.forget_decoupled(session, mapping.name, "bc", body.bc_id)
+        await couplings.forget_decoupled(session, mapping.name, "dataverse", body.dataverse_id)
     log.info("coupled by hand", mapping=mapping.name, bc_id=body.bc_id, dataverse_id=body.dataverse_id)
     if body.sync_from:
         source = "business_central" if body.sync_from == "bc" else "dataverse"

@@ -9,7 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from service.store.models import Coupling
+from service.store.models import Coupling, DecoupledRecord
 from service.store.outbox import utcnow
 
 SIDES = ("bc", "dataverse")
@@ -58,3 +58,24 @@ async def list_for(session: AsyncSession, mapping: str, limit: int = 1000, after
 
 def info(coupling: Coupling) -> dict[str, Any]:
     return json.loads(coupling.info) if coupling.info else {}
+
+
+async def mark_decoupled(session: AsyncSession, mapping: str, side: str, record_id: str) -> None:
+    """Remember a survivor of remove-coupling (idempotent)."""
+    if not await is_decoupled(session, mapping, side, record_id):
+        session.add(DecoupledRecord(mapping=mapping, side=side, record_id=record_id.lower(), decoupled_at=utcnow()))
+        await session.flush()
+
+
+async def is_decoupled(session: AsyncSession, mapping: str, side: str, record_id: str) -> bool:
+    query = select(col(DecoupledRecord.id)).where(col(DecoupledRecord.mapping) == mapping,
+                                                  col(DecoupledRecord.side) == side,
+                                                  col(DecoupledRecord.record_id) == record_id.lower())
+    return (await session.execute(query)).first() is not None
+
+
+async def forget_decoupled(session: AsyncSession, mapping: str, side: str, record_id: str) -> None:
+    """An operator coupled the record again (or a full synchronization takes it up)."""
+    await session.execute(delete(DecoupledRecord).where(col(DecoupledRecord.mapping) == mapping,
+                                                        col(DecoupledRecord.side) == side,
+                                                        col(DecoupledRecord.record_id) == record_id.lower()))

@@ -146,3 +146,17 @@ class MappingConfigVersion(SQLModel, table=True):
 
 
 import service.store.job_models  # noqa: E402, F401 - the jobs tables (full sync, catch-up, subscriptions)
+
+
+class DecoupledRecord(SQLModel, table=True):
+    """A record whose coupled record was deleted under the remove-coupling policy: it is left alone (not
+    re-created on the other side) until an operator couples it again or runs a full synchronization."""
+
+    __tablename__ = "decoupled_record"
+    __table_args__ = (UniqueConstraint("mapping", "side", "record_id", name="uq_decoupled_record"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    mapping: str = Field(max_length=64)
+    side: str = Field(max_length=16)
+    record_id: str = Field(max_length=64)
+    decoupled_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -252,12 +252,7 @@ async def test_customer_from_sales_with_salesperson_and_currency(synced: Stack) 
     assert (await stack.bc.get("customers", customer["id"]))["displayName"] == "Northwind Traders Inc"
 
 
-REMOVE_COUPLING_BUG = ("service bug: after a remove-coupling delete the engine forgets the pair, so the next change "
-                       "of the survivor is treated as a new record and re-created on the other side "
-                       "(consumers/sync.py SyncEngine._apply, coupling is None → rule.create)")
 
-
-@pytest.mark.xfail(strict=True, reason=REMOVE_COUPLING_BUG)
 async def test_a_customer_deleted_in_bc_is_not_recreated_when_the_surviving_account_changes(synced: Stack) -> None:
     stack = synced
     customer = await stack.bc.create("customers", {"displayName": "Adatum Corp"})
@@ -271,7 +266,6 @@ async def test_a_customer_deleted_in_bc_is_not_recreated_when_the_surviving_acco
     assert await stack.bc.query("customers") == [], "the deleted customer came back"
 
 
-@pytest.mark.xfail(strict=True, reason=REMOVE_COUPLING_BUG)
 async def test_an_account_deleted_in_sales_is_not_recreated_when_the_surviving_customer_changes(
         synced: Stack) -> None:
     stack = synced

@@ -65,6 +65,15 @@ async def test_a_customer_from_bc_becomes_an_account_and_deletes_remove_the_coup
     await world.bc_event("CUSTOMER", "customers", customer["id"], "deleted")
     assert await coupling_of(world, "CUSTOMER", "bc", customer["id"]) is None
     assert await world.human.dv_get("accounts", coupling.dataverse_id) is not None  # remove-coupling: left alone
+    # ... and not re-created in BC by its next change, until a full synchronization takes it up again
+    await world.human.dv_update("accounts", coupling.dataverse_id, {"name": "Survivor AS"})
+    applied = await world.engine.sync_record(world.engine.rules["CUSTOMER"], "dataverse", coupling.dataverse_id)
+    assert applied.result == "skipped"
+    assert await world.human.bc_find("customers", "displayName eq 'Survivor AS'") == []
+    full = await world.engine.sync_record(world.engine.rules["CUSTOMER"], "dataverse", coupling.dataverse_id,
+                                          kind="full")
+    assert full.result == "inserted"
+    assert len(await world.human.bc_find("customers", "displayName eq 'Survivor AS'")) == 1
 
 
 async def test_records_on_both_sides_are_coupled_by_number_not_duplicated(world: World) -> None:
