@@ -138,3 +138,32 @@ async def test_a_bc_person_contact_becomes_a_sales_contact_under_the_coupled_acc
     # A company contact is not a person: skipped.
     applied = await world.engine.sync_record(world.engine.rules["CONTACT"], "bc", company["contactId"])
     assert applied.result == "skipped"
+
+
+async def test_a_record_that_fails_twice_the_same_way_is_skipped_until_retried(world: World) -> None:
+    from service.store import synclog
+
+    unit = await world.human.bc_create("unitsOfMeasure", {"code": "KEG", "displayName": "Keg"})
+    item = await world.human.bc_create("items", {"displayName": "Keg of oil", "baseUnitOfMeasureCode": "KEG"})
+    await world.human.bc_delete("unitsOfMeasure", unit["id"])  # the item now names a unit that does not exist
+    for _ in range(2):
+        with pytest.raises(MissingDependency):
+            await world.bc_event("ITEM-PRODUCT", "items", item["id"])
+    async with world.db.session() as session:
+        [error] = await synclog.open_errors(session, "ITEM-PRODUCT")
+    assert error.state == "open" and error.waiting_for  # waiting for a dependency: never skipped
+    # a failure that is not a missing dependency: the second identical one marks the record skipped
+    async with world.db.session() as session:
+        for _ in range(2):
+            await synclog.record_error(session, "CUSTOMER", "business_central", "c1", "400 BadRequest: no", event="{}")
+        assert await synclog.is_skipped(session, "CUSTOMER", "business_central", "c1")
+    calls = []
+    original = world.engine.sync_record
+
+    async def spy(*args, **kwargs):  # noqa: ANN002, ANN003
+        calls.append(args)
+        return await original(*args, **kwargs)
+
+    world.engine.sync_record = spy  # type: ignore[method-assign]
+    await world.bc_event("CUSTOMER", "customers", "c1")
+    assert calls == []  # skipped: not applied until an operator retries it
