@@ -160,7 +160,7 @@ async def test_a_record_that_fails_twice_the_same_way_is_skipped_until_retried(w
     calls = []
     original = world.engine.sync_record
 
-    async def spy(*args, **kwargs):  # noqa: ANN002, ANN003
+    async def spy(*args, **kwargs):
         calls.append(args)
         return await original(*args, **kwargs)
 
