@@ -146,6 +146,7 @@ class SyncEngine:
                     keys = [keys[0], f"{rule.name}:{other}:{_id(coupling, other)}"]
                 if await locks.acquire(session, keys, owner, LEASE_SECONDS):
                     break
+                await session.rollback()  # give back the keys this attempt did get: all or none
             # Usually the holder is another message for the same record in this very worker (an order and
             # its lines): waiting a moment here is far cheaper than a round trip through a delay queue.
             await asyncio.sleep(LOCK_WAIT * (attempt + 1))

@@ -99,3 +99,19 @@ async def test_two_engines_racing_for_one_new_record_create_it_once(world: World
     # the ones that found the record busy are retried later: unchanged
     assert (await second.sync_record(second.rules["CUSTOMER"], "dataverse", account["accountid"])).result == "unchanged"
     assert len(await world.human.bc_find("customers", "displayName eq 'Raced Ltd'")) == 1
+
+
+async def test_a_record_found_busy_leaves_no_lease_behind(world: World) -> None:
+    from sqlalchemy import select
+
+    from service.store import locks
+    from service.store.models import RecordLock
+
+    bc_id, account_id = await coupled_pair(world, "Leased Ltd")
+    async with world.db.session() as session:  # another worker holds the Sales side of the pair
+        assert await locks.acquire(session, [f"CUSTOMER:dataverse:{account_id}"], "someone-else", 60)
+    with pytest.raises(RecordBusy):
+        await world.engine.sync_record(world.engine.rules["CUSTOMER"], "bc", bc_id)
+    async with world.db.session() as session:
+        held = [row.key for row in (await session.execute(select(RecordLock))).scalars()]
+    assert held == [f"CUSTOMER:dataverse:{account_id}"]  # the BC side's key was given back
