@@ -47,15 +47,21 @@ async def base_currency_id(ctx: SyncContext) -> str | None:
     return ctx.cache[key]
 
 
+async def _bc_by_code(ctx: SyncContext, entity_set: str, code: str, what: str, mapping: str) -> dict[str, Any]:
+    """The BC record with this code, or MissingDependency saying it does not exist."""
+    record = await _first_bc(ctx, entity_set, f"code eq {odata_text(code)}")
+    if record is None:
+        raise MissingDependency(f"{what} {code} does not exist in Business Central", mapping, "bc", code)
+    return record
+
+
 # --- toward Dataverse -------------------------------------------------------------------------------------------
 
 async def currency_to_dataverse(ctx: SyncContext, code: str) -> dict[str, Any]:
     if not code or code.upper() == ctx.local_currency.upper():
         base = await base_currency_id(ctx)
         return {"transactioncurrencyid@odata.bind": f"/transactioncurrencies({base})"} if base else {}
-    currency = await _first_bc(ctx, "currencies", f"code eq {odata_text(code)}")
-    if currency is None:
-        raise MissingDependency(f"currency {code} does not exist in Business Central", "CURRENCY", "bc", code)
+    currency = await _bc_by_code(ctx, "currencies", code, "currency", "CURRENCY")
     dataverse_id = await resolve(ctx, "CURRENCY", "bc", str(currency["id"]))
     if dataverse_id is None:
         raise MissingDependency(f"currency {code} is not coupled to a Dynamics 365 Sales currency", "CURRENCY", "bc",
@@ -66,9 +72,7 @@ async def currency_to_dataverse(ctx: SyncContext, code: str) -> dict[str, Any]:
 async def salesperson_to_dataverse(ctx: SyncContext, code: str) -> dict[str, Any]:
     if not code:
         return {}  # no salesperson: the account keeps its owner
-    person = await _first_bc(ctx, "salespeoplePurchasers", f"code eq {odata_text(code)}")
-    if person is None:
-        raise MissingDependency(f"salesperson {code} does not exist in Business Central", "SALESPEOPLE", "bc", code)
+    person = await _bc_by_code(ctx, "salespeoplePurchasers", code, "salesperson", "SALESPEOPLE")
     user_id = await coupled_id(ctx, "SALESPEOPLE", "bc", str(person["id"]))
     if user_id is None:
         raise MissingDependency(f"salesperson {code} is not coupled to a Dynamics 365 Sales user", "SALESPEOPLE", "bc",
@@ -79,10 +83,7 @@ async def salesperson_to_dataverse(ctx: SyncContext, code: str) -> dict[str, Any
 async def unit_to_dataverse(ctx: SyncContext, code: str) -> dict[str, Any]:
     if not code:
         raise Skip("the record has no base unit of measure")
-    unit = await _first_bc(ctx, "unitsOfMeasure", f"code eq {odata_text(code)}")
-    if unit is None:
-        raise MissingDependency(f"unit of measure {code} does not exist in Business Central", "UNITOFMEASURE", "bc",
-                                code)
+    unit = await _bc_by_code(ctx, "unitsOfMeasure", code, "unit of measure", "UNITOFMEASURE")
     schedule_id = await resolve(ctx, "UNITOFMEASURE", "bc", str(unit["id"]))
     if schedule_id is None:
         raise MissingDependency(f"unit of measure {code} is not coupled to a unit group", "UNITOFMEASURE", "bc",

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import structlog
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from schemas.business_central import NotificationBatch
 from schemas.dataverse import RemoteExecutionContext
@@ -29,6 +29,7 @@ from service.metrics import WEBHOOK_REQUESTS
 from service.relay import OutboxRelay
 
 log = get_logger(__name__)
+Payload = TypeVar("Payload", bound=BaseModel)
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
 # What a validationToken may hold: echoing anything else back could reflect markup into a page.
@@ -71,14 +72,9 @@ async def dataverse_webhook(
     expected = settings.dataverse_webhook_key.get_secret_value() if settings.dataverse_webhook_key else None
     if not secret_matches(code or x_bcsync_webhook_key, expected):
         return _answer(source, "unauthorized", 401, "missing or wrong webhook key")
-    try:
-        body = await read_bounded_body(request)
-    except BodyTooLarge as exc:
-        return _answer(source, "invalid", 413, str(exc.detail))
-    try:
-        context = RemoteExecutionContext.model_validate_json(body)
-    except ValidationError as exc:
-        return _answer(source, "invalid", 400, "not a RemoteExecutionContext: " + _first_error(exc))
+    context = await _read(request, source, RemoteExecutionContext, "a RemoteExecutionContext")
+    if isinstance(context, Response):
+        return context
     entity = context.primary_entity_name
     if not mappings_for(source, entity):
         return _answer(source, "ignored", 200, f"no mapping uses the table {entity!r}")
@@ -116,14 +112,9 @@ async def business_central_webhook(
     if request.method == "GET":
         return _answer(source, "invalid", 400, "GET is only for the validationToken handshake")
     try:
-        try:
-            body = await read_bounded_body(request)
-        except BodyTooLarge as exc:
-            return _answer(source, "invalid", 413, str(exc.detail))
-        try:
-            batch = NotificationBatch.model_validate_json(body)
-        except ValidationError as exc:
-            return _answer(source, "invalid", 400, "not a notification batch: " + _first_error(exc))
+        batch = await _read(request, source, NotificationBatch, "a notification batch")
+        if isinstance(batch, Response):
+            return batch
         expected = settings.bc_client_state.get_secret_value() if settings.bc_client_state else None
         if not all(secret_matches(n.client_state, expected) for n in batch.value):
             return _answer(source, "unauthorized", 401, "wrong clientState")
@@ -139,6 +130,18 @@ async def business_central_webhook(
     except Exception as exc:
         log.exception("business central webhook failed", error=str(exc)[:300])
         return _answer(source, "unavailable", 503, "internal error; try again")
+
+
+async def _read(request: Request, source: str, model: type[Payload], what: str) -> Payload | Response:
+    """The body, size-bounded and validated; or the 413/400 answer to give instead."""
+    try:
+        body = await read_bounded_body(request)
+    except BodyTooLarge as exc:
+        return _answer(source, "invalid", 413, str(exc.detail))
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        return _answer(source, "invalid", 400, f"not {what}: " + _first_error(exc))
 
 
 def _first_error(exc: ValidationError) -> str:
