@@ -7,7 +7,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
 from service import __version__
 from service.api import admin, admin_jobs, admin_mappings, admin_records, health, webhooks
@@ -24,6 +26,16 @@ from service.store.db import Database
 from service.store.migrate import upgrade_async
 
 log = get_logger(__name__)
+
+
+async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """Invalid input is a 400 with every problem named (FastAPI's default would be 422), and a log line."""
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in error['loc'] if p != 'body') or 'body'}: {error['msg']}" for error in exc.errors()
+    )[:1000]
+    log.warning("request refused", path=request.url.path, status=400, detail=problems)
+    return JSONResponse({"detail": problems}, status_code=400)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -75,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
         description="Near-real-time sync of Business Central and Dynamics 365 Sales (Dataverse).",
         lifespan=lifespan,
     )
+    app.add_exception_handler(RequestValidationError, invalid_request)
     app.include_router(webhooks.router)
     app.include_router(health.router)
     app.include_router(admin.router)
