@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from consumers.coalesce import Coalescer
 from consumers.errors import Conflict, MissingDependency, RecordBusy, Skip, SyncFailure
 from consumers.rules.base import OTHER, Rule
 from schemas.events import ChangeEvent
@@ -63,6 +64,7 @@ class SyncEngine:
         self.db = db
         self.rules = rules
         self.redrive = redrive
+        self.coalescer = Coalescer()  # events of a record already being applied here fold into one re-run
 
     # --- entry points -------------------------------------------------------------------------------------------
 
@@ -85,11 +87,15 @@ class SyncEngine:
         if skipped:  # failed twice the same way: waits for an operator's retry (admin API)
             SYNC_RECORDS.labels(rule.name, direction_of(OTHER[side]), "skipped").inc()
             return
-        try:
-            await self.sync_record(rule, side, record_id, deleted=deleted)
-        except (SyncFailure, ApiError) as exc:
-            await self._record_error(rule, side, record_id, exc, event.model_dump_json())
-            raise
+
+        async def run(deleted: bool) -> None:
+            try:
+                await self.sync_record(rule, side, record_id, deleted=deleted)
+            except (SyncFailure, ApiError) as exc:
+                await self._record_error(rule, side, record_id, exc, event.model_dump_json())
+                raise
+
+        await self.coalescer.run((rule.name, side, record_id.lower()), run, deleted)
 
     async def reconcile(self, rule: Rule, side: str, event: ChangeEvent) -> None:
         """A collection notification: read the changed set (or everything, to find hidden deletes)."""

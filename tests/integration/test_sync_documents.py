@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from consumers.errors import SyncFailure
+from consumers.errors import RecordBusy, SyncFailure
 from sandbox.dataverse.identity import DEFAULT_UNIT_GROUP_ID, DEFAULT_UNIT_ID
 from schemas.events import ChangeEvent
 from schemas.mappings import DeletePolicy
@@ -205,6 +207,79 @@ async def test_the_story_with_nothing_coupled_yet_and_shuffled_repeated_notifica
     bc_order = await check_bc_order(world, order_id, account_id, items)
     assert len(await world.human.bc_find("salesOrders", "externalDocumentNumber eq 'PO-4711'")) == 1
     await ship_post_and_pay(world, order_id, bc_order, shuffled=True)
+
+
+async def deliver_together(w: World, events: list[tuple[str, str, str, str, str]]) -> None:
+    """Every event at once, as a worker with a large prefetch gets them; a busy record is retried (as the
+    worker's delay queue would) until it goes through."""
+
+    async def one(source: str, mapping: str, entity: str, record_id: str, change: str) -> None:
+        deliver = w.bc_event if source == "bc" else w.dv_event
+        for _ in range(200):
+            try:
+                await deliver(mapping, entity, record_id, change)
+                return
+            except RecordBusy:
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"{mapping} {record_id} stayed busy")
+
+    await asyncio.gather(*(one(*event) for event in events))
+
+
+async def test_a_burst_of_orders_and_postings_with_repeated_shuffled_notifications(world: World) -> None:
+    """Many orders submitted and then posted at once, each notification twice and in any order: every order
+    reaches BC once, every posting becomes one Sales invoice, every order ends Invoiced, nothing in error."""
+    items = await bc_items(world, sync=True)
+    account_id = await account(world, sync=True)
+    orders = [await sales_order(world, account_id, items, name=f"PO-{n}") for n in range(6)]
+    events = [("dv", "SALESORDER-ORDER", "salesorder", order_id, "updated") for order_id, _ in orders] * 2
+    events += [("dv", "SALESORDER-ORDER", "salesorderdetail", line, "created") for _, lines in orders for line in lines]
+    random.Random(7).shuffle(events)
+    await deliver_together(world, events)
+    bc_ids = [await coupled(world, "SALESORDER-ORDER", "dataverse", order_id) for order_id, _ in orders]
+    for n in range(6):
+        assert len(await world.human.bc_find("salesOrders", f"externalDocumentNumber eq 'PO-{n}'")) == 1
+
+    invoices = []
+    for bc_id in bc_ids:
+        await bc_post(world, f"/salesOrders/{bc_id}/post")
+        [invoice] = await world.human.bc_find("salesInvoices", f"orderId eq {bc_id}")
+        invoices.append(invoice)
+    events = [("bc", "SALESORDER-ORDER", "salesOrders", bc_id, "deleted") for bc_id in bc_ids]
+    events += [("bc", "POSTEDSALESINV-INV", "salesInvoices", invoice["id"], change)
+               for invoice in invoices for change in ("created", "updated")]
+    events *= 2
+    random.Random(11).shuffle(events)
+    await deliver_together(world, events)
+
+    for (order_id, _), invoice in zip(orders, invoices, strict=True):
+        [row] = await world.human.dv_find("invoices", f"invoicenumber eq '{invoice['number']}'")
+        assert row["_salesorderid_value"] == order_id and row["totalamount"] == invoice["totalAmountIncludingTax"]
+        assert len(await world.human.dv_find("invoicedetails", f"_invoiceid_value eq {row['invoiceid']}")) == 3
+        order_row = await world.human.dv_get("salesorders", order_id)
+        assert order_row is not None and (order_row["statecode"], order_row["statuscode"]) == (4, 100003)
+    assert await errors_of(world, "POSTEDSALESINV-INV") == [] and await errors_of(world, "SALESORDER-ORDER") == []
+
+
+async def test_events_of_one_order_arriving_together_fold_into_one_rerun(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    items = await bc_items(world, sync=True)
+    account_id = await account(world, sync=True)
+    order_id, line_ids = await sales_order(world, account_id, items)
+    runs = []
+    sync_record = world.engine.sync_record
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        runs.append(args[2])
+        return await sync_record(*args, **kwargs)
+
+    monkeypatch.setattr(world.engine, "sync_record", counted)
+    events = [world.dv_event("SALESORDER-ORDER", "salesorder", order_id)] + [
+        world.dv_event("SALESORDER-ORDER", "salesorderdetail", line_id, "created") for line_id in line_ids * 2]
+    await asyncio.gather(*events)  # no RecordBusy: the record is never applied twice at once in one process
+    assert 1 <= runs.count(order_id) <= 2 and len(runs) == runs.count(order_id)
+    await coupled(world, "SALESORDER-ORDER", "dataverse", order_id)
+    assert len(await world.human.bc_find("salesOrders", "externalDocumentNumber eq 'PO-4711'")) == 1
 
 
 async def test_a_submitted_order_changed_before_shipping_updates_the_bc_order(world: World) -> None:

@@ -1,0 +1,86 @@
+"""Events of a record that is being applied fold into one re-run (consumers/coalesce.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from consumers.coalesce import Coalescer
+
+
+class SlowJob:
+    """Records each run's `deleted` flag; each run waits until the test lets it finish."""
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.runs: list[bool] = []
+        self.gate = asyncio.Event()
+        self.fail_on = fail_on
+
+    async def __call__(self, deleted: bool) -> None:
+        self.runs.append(deleted)
+        await self.gate.wait()
+        if self.fail_on == len(self.runs):
+            raise RuntimeError("boom")
+
+
+async def test_events_arriving_during_a_run_fold_into_one_rerun() -> None:
+    coalescer, job = Coalescer(), SlowJob()
+    first = asyncio.create_task(coalescer.run("order-1", job, False))
+    await asyncio.sleep(0)
+    followers = [asyncio.create_task(coalescer.run("order-1", job, False)) for _ in range(6)]
+    await asyncio.sleep(0.01)
+    assert job.runs == [False]
+    assert not any(f.done() for f in followers)  # acknowledged only after the run that covers them
+    job.gate.set()
+    results = await asyncio.gather(first, *followers)
+    assert job.runs == [False, False]  # seven events, two runs: the second started after the last arrived
+    assert results == [True] + [False] * 6
+
+
+async def test_a_folded_delete_reaches_the_rerun() -> None:
+    coalescer, job = Coalescer(), SlowJob()
+    first = asyncio.create_task(coalescer.run("order-1", job, False))
+    await asyncio.sleep(0)
+    follower = asyncio.create_task(coalescer.run("order-1", job, True))
+    await asyncio.sleep(0.01)
+    job.gate.set()
+    await asyncio.gather(first, follower)
+    assert job.runs == [False, True]
+
+
+async def test_other_records_run_side_by_side_and_later_events_run_anew() -> None:
+    coalescer, job = Coalescer(), SlowJob()
+    both = [asyncio.create_task(coalescer.run(key, job, False)) for key in ("a", "b")]
+    await asyncio.sleep(0.01)
+    assert len(job.runs) == 2
+    job.gate.set()
+    assert await asyncio.gather(*both) == [True, True]
+    assert await coalescer.run("a", job, False) is True  # nothing running any more: a run of its own
+    assert len(job.runs) == 3
+
+
+async def test_a_failed_run_fails_every_folded_event() -> None:
+    coalescer, job = Coalescer(), SlowJob(fail_on=1)
+    first = asyncio.create_task(coalescer.run("order-1", job, False))
+    await asyncio.sleep(0)
+    follower = asyncio.create_task(coalescer.run("order-1", job, False))
+    await asyncio.sleep(0.01)
+    job.gate.set()
+    for task in (first, follower):
+        with pytest.raises(RuntimeError, match="boom"):
+            await task
+    assert job.runs == [False]  # no re-run after a failure: the retries of both events bring it back
+    assert await coalescer.run("order-1", job, False) is True
+
+
+async def test_a_cancelled_follower_does_not_cancel_the_run() -> None:
+    coalescer, job = Coalescer(), SlowJob()
+    first = asyncio.create_task(coalescer.run("order-1", job, False))
+    await asyncio.sleep(0)
+    follower = asyncio.create_task(coalescer.run("order-1", job, False))
+    await asyncio.sleep(0.01)
+    follower.cancel()
+    job.gate.set()
+    assert await first is True
+    assert follower.cancelled()
