@@ -20,7 +20,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from consumers.jobs.common import entity_of, odata_time, record_event, source_sides
+from consumers.jobs.common import entity_of, odata_time, record_event
 from consumers.jobs.settings import JobSettings
 from consumers.rules.base import Rule
 from consumers.sync import SOURCE_OF_SIDE, SyncEngine
@@ -83,7 +83,7 @@ class CatchUpJob:
                 marks = {"bc": state.bc_watermark, "dataverse": state.dataverse_watermark}
                 runs = state.runs + 1
             rule = self.engine.rules[name]
-            sides = source_sides(rule)
+            sides = rule.catch_up_sides()
             for side in sides:
                 found_side, marks[side] = await self._side(rule, side, marks[side], minutes, runs)
                 found += found_side

@@ -82,6 +82,10 @@ class Rule:
         """New records of the other side become new records on `target` (the mapping's direction)."""
         return self.mapping.direction in _ALLOWED[target]
 
+    def catch_up_sides(self) -> list[str]:
+        """The sides whose changed records a catch-up reads: those whose records flow to the other side."""
+        return [side for side in ("bc", "dataverse") if self.creates_toward(OTHER[side])]
+
     async def apply(self, engine: SyncEngine, side: str, record_id: str, coupling: Coupling | None, deleted: bool,
                     record: dict[str, Any] | None) -> Applied | None:
         """A rule may take over applying one record (documents: headers with lines, state changes);

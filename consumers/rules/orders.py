@@ -105,6 +105,10 @@ class OrderRule(Rule):
             order_id = (reference.get("id") or reference.get("Id")) if isinstance(reference, dict) else reference
         return str(order_id).lower() if order_id else None
 
+    def catch_up_sides(self) -> list[str]:
+        """Orders flow from Sales, but BC's shipments come back: a lost shipment notice is caught up too."""
+        return ["dataverse", "bc"]
+
     # --- applying ----------------------------------------------------------------------------------------------
 
     async def apply(self, engine: SyncEngine, side: str, record_id: str, coupling: Coupling | None, deleted: bool,

@@ -10,11 +10,14 @@ from sqlalchemy import select
 
 from consumers.jobs.catchup import CatchUpJob
 from consumers.jobs.settings import JobSettings
+from schemas.events import ChangeEvent
+from schemas.mappings import BY_NAME
 from service.settings import Settings
 from service.store import jobs
 from service.store.models import MappingConfig, OutboxEvent
 from service.store.outbox import utcnow
 from tests.integration.sync_world import World
+from tests.integration.test_sync_documents import account, bc_items, bc_post, coupled, sales_order
 
 
 def catch_up(world: World, **values: object) -> CatchUpJob:
@@ -85,3 +88,35 @@ async def test_schedule_follows_the_mapping_setting(world: World) -> None:
         states = await jobs.catch_up_states(session)
     assert states["UNITOFMEASURE"].runs == 1 and states["UNITOFMEASURE"].requested_at is None
     assert states["UNITOFMEASURE"].next_run_at is None
+
+
+async def apply_published(world: World, job: CatchUpJob, mapping: str) -> int:
+    """Run the mapping's catch-up and apply what it published, as a worker would."""
+    before = len(await outbox_events(world))
+    assert await job.run_mapping(mapping) is not None
+    events = (await outbox_events(world))[before:]
+    for event in events:
+        await world.engine.handle(BY_NAME[mapping], ChangeEvent.model_validate(event))
+    return len(events)
+
+
+async def test_documents_whose_notifications_were_lost_are_caught_up(world: World) -> None:
+    """No webhook at all: the submitted order, BC's shipment and the posted invoice all arrive by catch-up."""
+    items = await bc_items(world, sync=True)
+    account_id = await account(world, sync=True)
+    order_id, _ = await sales_order(world, account_id, items)
+    job = catch_up(world, catch_up_overlap_seconds=5)
+    assert await apply_published(world, job, "SALESORDER-ORDER") >= 1
+    bc_id = await coupled(world, "SALESORDER-ORDER", "dataverse", order_id)
+
+    await bc_post(world, f"/salesOrders/{bc_id}/ship")
+    await apply_published(world, job, "SALESORDER-ORDER")
+    row = await world.human.dv_get("salesorders", order_id)
+    assert row is not None and (row["statecode"], row["statuscode"]) == (3, 100001)  # Fulfilled
+
+    await bc_post(world, f"/salesOrders/{bc_id}/post")
+    [invoice] = await world.human.bc_find("salesInvoices", f"orderId eq {bc_id}")
+    assert await apply_published(world, job, "POSTEDSALESINV-INV") == 1
+    [sales_invoice] = await world.human.dv_find("invoices", f"invoicenumber eq '{invoice['number']}'")
+    assert sales_invoice["_salesorderid_value"] == order_id
+    assert (await world.human.dv_get("salesorders", order_id) or {}).get("statecode") == 4  # Invoiced
