@@ -132,9 +132,12 @@ async def currency_to_bc(ctx: SyncContext, currency_id: str | None) -> dict[str,
 async def salesperson_to_bc(ctx: SyncContext, user_id: str | None) -> dict[str, Any]:
     if not user_id:
         return {"salespersonCode": ""}
-    bc_id = await resolve(ctx, "SALESPEOPLE", "dataverse", user_id)
+    bc_id = await coupled_id(ctx, "SALESPEOPLE", "dataverse", user_id)
+    if bc_id is None and await ctx.dv.get("systemusers", user_id, select=["systemuserid"]) is None:
+        return {"salespersonCode": ""}  # owned by a team: no salesperson (BC keeps the customer's default)
+    bc_id = bc_id or await resolve(ctx, "SALESPEOPLE", "dataverse", user_id)
     if bc_id is None:
-        return {"salespersonCode": ""}  # owned by someone who is not a salesperson (a team, the integration)
+        return {"salespersonCode": ""}  # a user whom the SALESPEOPLE filter leaves out
     person = await ctx.bc.get("salespeoplePurchasers", bc_id)
     return {"salespersonCode": person["code"]} if person else {"salespersonCode": ""}
 

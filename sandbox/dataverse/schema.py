@@ -106,6 +106,8 @@ def _tables() -> list[Table]:
             "jobtitle": STRING, "isdisabled": BOOL, "islicensed": BOOL, "isintegrationuser": BOOL,
             "applicationid": GUID, "azureactivedirectoryobjectid": GUID, "accessmode": OPTION,
         }, dict([_lk("businessunitid", "businessunit")]), has_state=False, read_only=("fullname",)),
+        Table("team", "teams", "name", {"name": STRING, "teamtype": OPTION},
+              dict([_lk("businessunitid", "businessunit")]), has_state=False),
         Table("transactioncurrency", "transactioncurrencies", "currencyname", {
             "isocurrencycode": STRING, "currencyname": STRING, "currencysymbol": STRING,
             "exchangerate": DECIMAL, "currencyprecision": INT,

@@ -485,3 +485,18 @@ async def test_the_order_number_column_is_written_where_named_and_never_blocks_t
     await check_bc_order(world, order_id, account_id, items)
     requests = (await world.human.dv.get("/requests", params={"path_contains": "salesorders"})).json()["value"]
     assert any(r["method"] == "PATCH" and r["status"] == 400 for r in requests)
+
+
+async def test_an_order_owned_by_a_team_reaches_bc_with_the_customers_salesperson(world: World) -> None:
+    items = await bc_items(world, sync=True)
+    account_id = await account(world, sync=True)
+    team = await world.human.dv_create("teams", {"name": "Bikes EMEA", "teamtype": 0})
+    order_id, _ = await sales_order(world, account_id, items, submit=False)
+    await world.human.dv_update("salesorders", order_id, {"ownerid@odata.bind": f"/teams({team['teamid']})"})
+    await submit_order(world, order_id)
+    await world.dv_event("SALESORDER-ORDER", "salesorder", order_id)
+    order = await world.human.bc_get("salesOrders", await coupled(world, "SALESORDER-ORDER", "dataverse", order_id))
+    customer = await world.human.bc_get("customers", order["customerId"]) if order else None
+    assert order is not None and customer is not None
+    assert order["salesperson"] == customer["salespersonCode"]  # BC's default: the customer's salesperson
+    assert await errors_of(world, "SALESORDER-ORDER") == []
