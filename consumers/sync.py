@@ -26,7 +26,7 @@ from schemas.events import ChangeEvent
 from schemas.mappings import ConflictPolicy, DeletePolicy, TableMapping
 from service.connectors.http import ApiError, PreconditionFailed
 from service.logging import get_logger
-from service.metrics import SYNC_LAG, SYNC_RECORDS
+from service.metrics import EVENTS_FOLDED, SYNC_LAG, SYNC_RECORDS
 from service.store import couplings, locks, synclog
 from service.store.db import Database
 from service.store.models import Coupling
@@ -95,7 +95,9 @@ class SyncEngine:
                 await self._record_error(rule, side, record_id, exc, event.model_dump_json())
                 raise
 
-        await self.coalescer.run((rule.name, side, record_id.lower()), run, deleted)
+        absorbed = await self.coalescer.run((rule.name, side, record_id.lower()), run, deleted)
+        if absorbed:  # events with no run of their own: each run is counted by result, these here
+            EVENTS_FOLDED.labels(rule.name).inc(absorbed)
 
     async def reconcile(self, rule: Rule, side: str, event: ChangeEvent) -> None:
         """A collection notification: read the changed set (or everything, to find hidden deletes)."""
@@ -158,21 +160,27 @@ class SyncEngine:
             await asyncio.sleep(LOCK_WAIT * (attempt + 1))
         else:
             raise RecordBusy(f"{rule.name} {side} {record_id} is being synchronized by another worker")
-        applied = Applied("failed", direction_of(other))
+        applied: Applied | None = Applied("failed", direction_of(other))
         try:
             try:
                 applied = await self._apply(rule, side, record_id, coupling, deleted, record, kind)
             except Skip as exc:
                 log.info("record skipped", mapping=rule.name, side=side, record_id=record_id, reason=str(exc))
                 applied = Applied("skipped", direction_of(other), _id(coupling, other) if coupling else None)
+            except RecordBusy as exc:  # a record it depends on is busy: the event comes back, nothing to count
+                log.info("a dependency is busy", mapping=rule.name, record_id=record_id, busy=str(exc))
+                applied = None
+                raise
         finally:
             async with self.db.session() as session:
                 await locks.release(session, keys, owner)
-                await synclog.count(session, rule.name, applied.direction, kind, _bucket(kind),
-                                    Counter({applied.result: 1}))
-                if applied.result != "failed":
-                    await synclog.resolve_errors(session, rule.name, SOURCE_OF_SIDE[side], record_id)
-            SYNC_RECORDS.labels(rule.name, applied.direction, applied.result).inc()
+                if applied is not None:
+                    await synclog.count(session, rule.name, applied.direction, kind, _bucket(kind),
+                                        Counter({applied.result: 1}))
+                    if applied.result != "failed":
+                        await synclog.resolve_errors(session, rule.name, SOURCE_OF_SIDE[side], record_id)
+            if applied is not None:
+                SYNC_RECORDS.labels(rule.name, applied.direction, applied.result).inc()
         if applied.result in ("inserted", "modified", "coupled") and applied.source_modified is not None:
             SYNC_LAG.labels(rule.name).observe(max(0.0, (datetime.now(UTC) - applied.source_modified).total_seconds()))
         if applied.new_coupling is not None:

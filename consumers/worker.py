@@ -102,7 +102,7 @@ class Worker:
         attempt = (previous if isinstance(previous, int) else 0) + (0 if busy else 1)
         if busy:
             first_delay = self.broker.topology.retry_delays[0]
-            log.info("record busy; requeued", retry_in=first_delay)
+            log.info("record busy; requeued", retry_in=first_delay, busy=str(error)[:200])
             await self.broker.publish(
                 "", self.broker.topology.delay_queue(first_delay), message.body,
                 message_id=message.message_id or "", correlation_id=message.correlation_id or "",

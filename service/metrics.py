@@ -24,6 +24,9 @@ SYNC_LAG = Histogram(
     "bcsync_sync_lag_seconds", "From the change at the source to the write at the destination", ["mapping"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800),
 )
+EVENTS_FOLDED = Counter(
+    "bcsync_events_folded", "Change events folded into one re-run of a record already being applied", ["mapping"]
+)
 DEAD_LETTERS = Counter("bcsync_dead_letters", "Events sent to the dead-letter queue", ["mapping"])
 OUTBOX_PENDING = Gauge("bcsync_outbox_pending", "Accepted events not yet published to RabbitMQ")
 

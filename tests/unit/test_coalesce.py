@@ -35,7 +35,7 @@ async def test_events_arriving_during_a_run_fold_into_one_rerun() -> None:
     job.gate.set()
     results = await asyncio.gather(first, *followers)
     assert job.runs == [False, False]  # seven events, two runs: the second started after the last arrived
-    assert results == [True] + [False] * 6
+    assert results == [5] + [0] * 6  # two runs stand for two events; five had no run of their own
 
 
 async def test_a_folded_delete_reaches_the_rerun() -> None:
@@ -55,8 +55,8 @@ async def test_other_records_run_side_by_side_and_later_events_run_anew() -> Non
     await asyncio.sleep(0.01)
     assert len(job.runs) == 2
     job.gate.set()
-    assert await asyncio.gather(*both) == [True, True]
-    assert await coalescer.run("a", job, False) is True  # nothing running any more: a run of its own
+    assert await asyncio.gather(*both) == [0, 0]
+    await coalescer.run("a", job, False)  # nothing running any more: a run of its own
     assert len(job.runs) == 3
 
 
@@ -71,7 +71,8 @@ async def test_a_failed_run_fails_every_folded_event() -> None:
         with pytest.raises(RuntimeError, match="boom"):
             await task
     assert job.runs == [False]  # no re-run after a failure: the retries of both events bring it back
-    assert await coalescer.run("order-1", job, False) is True
+    await coalescer.run("order-1", job, False)
+    assert job.runs == [False, False]
 
 
 async def test_a_cancelled_follower_does_not_cancel_the_run() -> None:
@@ -82,5 +83,19 @@ async def test_a_cancelled_follower_does_not_cancel_the_run() -> None:
     await asyncio.sleep(0.01)
     follower.cancel()
     job.gate.set()
-    assert await first is True
+    assert await first == 0  # the re-run went ahead; it stands for the (cancelled) follower
     assert follower.cancelled()
+
+
+async def test_a_failed_rerun_fails_only_the_folded_events() -> None:
+    coalescer, job = Coalescer(), SlowJob(fail_on=2)
+    first = asyncio.create_task(coalescer.run("order-1", job, False))
+    await asyncio.sleep(0)
+    followers = [asyncio.create_task(coalescer.run("order-1", job, False)) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    job.gate.set()
+    assert await first == 0  # its own event was applied by the first pass
+    for task in followers:  # theirs was not: back to the retry path
+        with pytest.raises(RuntimeError, match="boom"):
+            await task
+    assert job.runs == [False, False]
