@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from prometheus_client import start_http_server
-
 from consumers.assembly import assemble
+from consumers.http import serve as serve_health
 from consumers.worker import run_worker as consume
 from service.broker import broker_from_settings
 from service.logging import configure_logging, get_logger
@@ -34,15 +33,16 @@ def run_worker() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        if settings.worker_metrics_port:
-            try:
-                start_http_server(settings.worker_metrics_port, addr=settings.host)
-            except OSError as exc:  # another worker on this machine has the port
-                log.warning("worker metrics port busy", port=settings.worker_metrics_port, error=str(exc))
+        health = None
+        if settings.worker_metrics_port:  # /healthz, /readyz, /metrics
+            health = asyncio.create_task(serve_health(db, broker, settings.host, settings.worker_metrics_port))
         assembly = assemble(settings, db, broker)
         try:
             await consume(broker, relay, settings.worker_prefetch, stop, assembly.handlers, assembly.background)
         finally:
+            if health is not None:
+                health.cancel()
+                await asyncio.gather(health, return_exceptions=True)
             await assembly.close()
             await db.close()
         log.info("worker stopped")

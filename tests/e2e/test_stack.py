@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 
+import httpx
 import pytest
 
 from tests.e2e.stack import Stack, StackFactory
@@ -84,3 +85,25 @@ async def test_two_workers_on_postgresql_and_an_api_restart(make_stack: StackFac
     await stack.wait_until(lambda: stack.change_events("CUSTOMER", customer["id"])
                            and stack.change_events("CUSTOMER", account), timeout=10)
     assert [e["event"] for e in stack.api_log_events() if e["event"] == "api started"] == ["api started"] * 2
+
+
+async def test_a_worker_answers_health_readiness_and_metrics_on_its_own_port(make_stack: StackFactory) -> None:
+    stack = await make_stack(workers=0)
+    worker = await stack.start_metered_worker()
+    base = f"http://127.0.0.1:{stack.__dict__['_worker_metrics_ports'][worker.name]}"
+
+    async def ready() -> bool:
+        try:
+            return (await stack.http.get(f"{base}/readyz")).status_code == 200
+        except httpx.TransportError:  # not listening yet
+            return False
+
+    await stack.wait_until(ready, timeout=20, message="the worker's /readyz")
+    body = (await stack.http.get(f"{base}/readyz")).json()
+    assert body == {"status": "ready", "checks": {"database": {"ok": True}, "broker": {"ok": True}}}
+    assert (await stack.http.get(f"{base}/healthz")).json() == {"status": "ok"}
+    metrics = await stack.http.get(f"{base}/metrics")
+    assert metrics.status_code == 200 and "# TYPE bcsync_sync_records_total counter" in metrics.text
+    # The server runs on the worker's loop but leaves SIGTERM to the worker: a clean stop, as before.
+    assert await worker.stop() == 0
+    assert stack.worker_log_events("worker stopped")
