@@ -29,6 +29,20 @@ def worker() -> None:
 
 
 @app.command()
+def migrate() -> None:
+    """Bring the database schema up to date and exit (e.g. a Job before a rolling update); the api and the
+    worker also do this when they start."""
+    from service.logging import configure_logging
+    from service.settings import load_settings
+    from service.store.migrate import upgrade
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    upgrade(settings.database_url)
+    typer.echo("database schema up to date")
+
+
+@app.command()
 def sandbox(
     bc_port: Annotated[int, typer.Option(help="Business Central API port")] = 8081,
     dataverse_port: Annotated[int, typer.Option(help="Dataverse Web API port")] = 8082,

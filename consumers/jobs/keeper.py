@@ -49,6 +49,10 @@ class KeeperJob:
         try:
             if not await enrolled(self.db, self.bc, self.settings):
                 return
+            if not (self.settings.bc_client_state and self.settings.dataverse_webhook_key):
+                log.error("subscription keeper cannot re-register webhooks: set BCSYNC_BC_CLIENT_STATE and "
+                          "BCSYNC_DATAVERSE_WEBHOOK_KEY for the workers too")
+                return
             report = await keep(self.settings, self.db, self.bc, self.dv)
             if report.caught_up:
                 await self.kick("catch-up")
