@@ -9,6 +9,7 @@ from typing import Any
 
 from consumers.handlers import HANDLERS, Handler
 from consumers.jobs.runner import JobRunner
+from consumers.peers import share_budgets
 from consumers.rules import build_rules
 from consumers.rules.context import SyncContext
 from consumers.sync import SyncEngine
@@ -73,7 +74,9 @@ def assemble(settings: Settings, db: Database, broker: Broker) -> Assembly:
 
     jobs = JobRunner(settings, db, broker, engine, bc, dv)  # full sync, catch-up, subscription keeper
 
+    budgets = [budget for budget in (bc.budget, dv.budget) if budget is not None]
+
     def background(worker: Worker) -> list[Coroutine[Any, Any, None]]:
-        return [follow_settings(db, engine, worker), jobs.run()]
+        return [follow_settings(db, engine, worker), jobs.run(), share_budgets(db, budgets)]
 
     return Assembly(engine, handlers, close, background)

@@ -20,12 +20,14 @@ from contextlib import asynccontextmanager
 
 
 class RequestBudget:
-    """Never more than `limit` requests per `window` seconds (per process)."""
+    """Never more than `limit` requests per `window` seconds in this process: the whole `total`, or this
+    process's part of it when `share(parts)` says how many processes divide it (see consumers/peers.py)."""
 
     def __init__(self, limit: int, window: float) -> None:
         if limit < 1 or window <= 0:
             raise ValueError("a request budget needs limit >= 1 and window > 0")
-        self.limit = limit
+        self.total = limit
+        self.parts = 1
         self.window = window
         self._sent: deque[float] = deque()  # monotonic times at which requests were counted
         self._in_flight = 0  # requests of `slot()` not yet finished: they occupy a place until then
@@ -33,6 +35,14 @@ class RequestBudget:
         # Waiters queue on the lock in arrival order; only the head sleeps for a free place.
         self._lock = asyncio.Lock()
         self._finished = asyncio.Event()
+
+    @property
+    def limit(self) -> int:
+        return max(1, self.total // self.parts)
+
+    def share(self, parts: int) -> None:
+        """Keep to 1/`parts` of the total from now on (requests already counted stay counted)."""
+        self.parts = max(1, parts)
 
     def _expire(self, now: float) -> None:
         while self._sent and self._sent[0] <= now - self.window:

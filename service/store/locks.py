@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,3 +33,10 @@ async def acquire(session: AsyncSession, keys: Sequence[str], owner: str, lease_
 
 async def release(session: AsyncSession, keys: Sequence[str], owner: str) -> None:
     await session.execute(delete(T).where(T.c.key.in_(list(keys)), T.c.owner == owner))
+
+
+async def count_live(session: AsyncSession, prefix: str) -> int:
+    """How many keys starting with `prefix` hold a lease that has not run out (e.g. live workers)."""
+    query = select(func.count()).select_from(T).where(T.c.key.startswith(prefix, autoescape=True),
+                                                      T.c.locked_until >= utcnow())
+    return int((await session.execute(query)).scalar_one())

@@ -205,9 +205,9 @@ def test_queue_pattern_matches_the_mapping_queues_only() -> None:
 
 
 def test_request_budgets_stay_under_the_service_protection_limit() -> None:
-    processes = deployment("api")["spec"]["replicas"] + one("ScaledObject", "bcsync-worker")["spec"]["maxReplicaCount"]
+    # The workers share one budget (consumers/peers.py); the api replicas' own requests need some room left.
     for key in ("BCSYNC_BC_REQUEST_BUDGET", "BCSYNC_DATAVERSE_REQUEST_BUDGET"):
-        assert int(config()[key]) * processes <= SERVICE_PROTECTION_LIMIT, key
+        assert int(config()[key]) <= 0.9 * SERVICE_PROTECTION_LIMIT, key
 
 
 def test_ingress_publishes_only_the_webhooks() -> None:

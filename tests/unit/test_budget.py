@@ -70,3 +70,15 @@ async def test_a_slot_counts_from_the_end_of_the_request() -> None:
     await budget.acquire()  # room only once a slow request ended (0.3 s) and a window passed (0.2 s)
     assert time.monotonic() - started >= 0.49
     await asyncio.gather(*tasks)
+
+
+def test_a_shared_budget_keeps_to_its_part() -> None:
+    budget = RequestBudget(6000, 300)
+    assert budget.limit == 6000
+    budget.share(3)
+    assert (budget.total, budget.limit) == (6000, 2000)
+    budget.share(0)  # never below one part
+    assert budget.limit == 6000
+    tiny = RequestBudget(2, 1)
+    tiny.share(5)
+    assert tiny.limit == 1  # every worker may still send
