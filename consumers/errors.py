@@ -11,6 +11,10 @@ class RecordBusy(Exception):
     """Another worker holds this record right now: try again shortly, without using up retries."""
 
 
+class CoupledMeanwhile(Exception):
+    """The record's match was coupled by another run while this one looked: run again with the coupling."""
+
+
 class SyncFailure(Exception):
     """The record could not be applied; retried with back-off, and listed in the error list."""
 

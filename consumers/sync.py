@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,21 +19,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from consumers.coalesce import Coalescer
-from consumers.errors import Conflict, MissingDependency, RecordBusy, Skip, SyncFailure
+from consumers.errors import Conflict, CoupledMeanwhile, MissingDependency, RecordBusy, Skip, SyncFailure
+from consumers.lease import Lease
 from consumers.rules.base import OTHER, Rule
 from schemas.events import ChangeEvent
 from schemas.mappings import ConflictPolicy, DeletePolicy, TableMapping
 from service.connectors.http import ApiError, PreconditionFailed
 from service.logging import get_logger
 from service.metrics import EVENTS_FOLDED, SYNC_LAG, SYNC_RECORDS
-from service.store import couplings, locks, synclog
+from service.store import couplings, synclog
 from service.store.db import Database
 from service.store.models import Coupling
 
 log = get_logger(__name__)
 
-LEASE_SECONDS = 120.0
-LOCK_TRIES, LOCK_WAIT = 8, 0.05  # up to ~1.8 s of waiting for a record's lease before requeueing
+RERUNS = 3  # runs of one event when other runs keep coupling its match meanwhile
 WRITE_ATTEMPTS = 4  # re-read and re-apply after a stale ETag, this many times
 SIDE_OF_SOURCE = {"business_central": "bc", "dataverse": "dataverse"}
 SOURCE_OF_SIDE = {"bc": "business_central", "dataverse": "dataverse"}
@@ -143,43 +142,43 @@ class SyncEngine:
     async def sync_record(self, rule: Rule, side: str, record_id: str, *, deleted: bool = False,
                           record: dict[str, Any] | None = None, kind: str = "live") -> Applied:
         record_id = record_id.lower()
-        other = OTHER[side]
-        # Each call holds its own lease: two concurrent calls in one worker must exclude each other too.
-        owner = uuid.uuid4().hex
-        keys = [f"{rule.name}:{side}:{record_id}"]
-        for attempt in range(LOCK_TRIES):
-            async with self.db.session() as session:
-                coupling = await couplings.find(session, rule.name, side, record_id)
-                if coupling is not None:
-                    keys = [keys[0], f"{rule.name}:{other}:{_id(coupling, other)}"]
-                if await locks.acquire(session, keys, owner, LEASE_SECONDS):
-                    break
-                await session.rollback()  # give back the keys this attempt did get: all or none
-            # Usually the holder is another message for the same record in this very worker (an order and
-            # its lines): waiting a moment here is far cheaper than a round trip through a delay queue.
-            await asyncio.sleep(LOCK_WAIT * (attempt + 1))
-        else:
-            raise RecordBusy(f"{rule.name} {side} {record_id} is being synchronized by another worker")
-        applied: Applied | None = Applied("failed", direction_of(other))
-        try:
+        for _ in range(RERUNS):
             try:
-                applied = await self._apply(rule, side, record_id, coupling, deleted, record, kind)
+                return await self._sync_once(rule, side, record_id, deleted, record, kind)
+            except CoupledMeanwhile:
+                continue  # run again, now with the coupling another run saved
+        raise RecordBusy(f"{rule.name} {side} {record_id} keeps being coupled by other runs")
+
+    async def _sync_once(self, rule: Rule, side: str, record_id: str, deleted: bool, record: dict[str, Any] | None,
+                         kind: str) -> Applied:
+        other = OTHER[side]
+        what = f"{rule.name} {side} {record_id}"
+        lease = Lease(self.db)
+        applied: Applied | None = None
+        try:
+            await lease.add([f"{rule.name}:{side}:{record_id}"], what)
+            async with self.db.session() as session:  # read under the lease: no run couples it meanwhile
+                coupling = await couplings.find(session, rule.name, side, record_id)
+            if coupling is not None:
+                await lease.add([f"{rule.name}:{other}:{_id(coupling, other)}"], what)
+            applied = Applied("failed", direction_of(other))
+            try:
+                applied = await self._apply(rule, side, record_id, coupling, deleted, record, kind, lease)
             except Skip as exc:
                 log.info("record skipped", mapping=rule.name, side=side, record_id=record_id, reason=str(exc))
                 applied = Applied("skipped", direction_of(other), _id(coupling, other) if coupling else None)
-            except RecordBusy as exc:  # a record it depends on is busy: the event comes back, nothing to count
-                log.info("a dependency is busy", mapping=rule.name, record_id=record_id, busy=str(exc))
+            except (RecordBusy, CoupledMeanwhile) as exc:  # it comes back: nothing to count
+                log.info("busy or coupled meanwhile", mapping=rule.name, record_id=record_id, detail=str(exc))
                 applied = None
                 raise
         finally:
-            async with self.db.session() as session:
-                await locks.release(session, keys, owner)
-                if applied is not None:
+            await lease.release()
+            if applied is not None:
+                async with self.db.session() as session:
                     await synclog.count(session, rule.name, applied.direction, kind, _bucket(kind),
                                         Counter({applied.result: 1}))
                     if applied.result != "failed":
                         await synclog.resolve_errors(session, rule.name, SOURCE_OF_SIDE[side], record_id)
-            if applied is not None:
                 SYNC_RECORDS.labels(rule.name, applied.direction, applied.result).inc()
         if applied.result in ("inserted", "modified", "coupled") and applied.source_modified is not None:
             SYNC_LAG.labels(rule.name).observe(max(0.0, (datetime.now(UTC) - applied.source_modified).total_seconds()))
@@ -188,7 +187,7 @@ class SyncEngine:
         return applied
 
     async def _apply(self, rule: Rule, side: str, record_id: str, coupling: Coupling | None, deleted: bool,
-                     record: dict[str, Any] | None, kind: str = "live") -> Applied:
+                     record: dict[str, Any] | None, kind: str, lease: Lease) -> Applied:
         custom = await rule.apply(self, side, record_id, coupling, deleted, record)
         if custom is not None:  # documents: the rule applies the record itself
             return custom
@@ -230,6 +229,13 @@ class SyncEngine:
                 return Applied("inserted", direction, _id(coupling, other), source_modified, coupling)
             target: dict[str, Any] | None = candidates[0]
             assert target is not None
+            # The match may be the very record whose run is creating this one (a notification of our own
+            # create, ahead of its coupling): hold it too, and if a coupling appeared meanwhile, run again with it.
+            target_id = rule.record_id(other, target)
+            await lease.add([f"{rule.name}:{other}:{target_id}"], f"{rule.name} {other} {target_id}")
+            async with self.db.session() as session:
+                if await couplings.find(session, rule.name, other, target_id) is not None:
+                    raise CoupledMeanwhile(f"{rule.name} {other} {target_id} was coupled by another run")
             coupling = await self._save(rule, side, record, other, target, None, other_hash=None)
             result = "coupled"
             new_coupling: Coupling | None = coupling

@@ -1,0 +1,69 @@
+"""A run's leases on the records it applies: one worker at a time per record, in any process.
+
+Leases are short and renewed while the run goes on, so that the records of a worker that died (SIGKILL, a
+lost machine) or could not give them back (the database went away) are free again within LEASE_SECONDS,
+not minutes later. Each run is its own owner: two runs in one worker exclude each other too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Sequence
+
+from consumers.errors import RecordBusy
+from service.logging import get_logger
+from service.store import locks
+from service.store.db import Database
+
+log = get_logger(__name__)
+
+LEASE_SECONDS = 20.0  # renewed every LEASE_SECONDS / 4 while the run lasts
+LOCK_TRIES, LOCK_WAIT = 8, 0.05  # up to ~1.8 s of waiting for a busy record before giving up (RecordBusy)
+
+
+class Lease:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.owner = uuid.uuid4().hex
+        self.keys: list[str] = []
+        self._renewal: asyncio.Task[None] | None = None
+
+    async def add(self, keys: Sequence[str], what: str) -> None:
+        """Hold `keys` too (all or none), waiting a little while another run holds one; else RecordBusy."""
+        wanted = sorted(set(self.keys) | set(keys))
+        for attempt in range(LOCK_TRIES):
+            async with self.db.session() as session:
+                if await locks.acquire(session, wanted, self.owner, LEASE_SECONDS):
+                    self.keys = wanted
+                    self._renew()
+                    return
+                await session.rollback()  # give back what this attempt took: all or none
+            # Usually the holder is another run in this very worker that is about to finish: waiting a moment
+            # here is far cheaper than a round trip through a delay queue.
+            await asyncio.sleep(LOCK_WAIT * (attempt + 1))
+        raise RecordBusy(f"{what} is being synchronized by another worker")
+
+    def _renew(self) -> None:
+        if self._renewal is None:
+            self._renewal = asyncio.create_task(self._keep())
+
+    async def _keep(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 4)
+            try:
+                async with self.db.session() as session:
+                    if not await locks.acquire(session, self.keys, self.owner, LEASE_SECONDS):
+                        log.warning("a record lease ran out while its run went on", keys=self.keys)
+            except Exception as exc:  # the store is away: the next renewal tries again
+                log.warning("could not renew a record lease", error=str(exc)[:300])
+
+    async def release(self) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewal
+        if self.keys:
+            async with self.db.session() as session:
+                await locks.release(session, self.keys, self.owner)

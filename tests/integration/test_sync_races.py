@@ -1,0 +1,60 @@
+"""Races between the run that creates a record and the notification of that very create."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from consumers.errors import RecordBusy
+from service.store import couplings
+from tests.integration.sync_world import World
+
+
+async def until_applied(w: World, source: str, mapping: str, entity: str, record_id: str) -> None:
+    """Deliver one event as the worker does: a busy record comes back shortly."""
+    deliver = w.bc_event if source == "bc" else w.dv_event
+    for _ in range(100):
+        try:
+            await deliver(mapping, entity, record_id, "updated")
+            return
+        except RecordBusy:
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{mapping} {record_id} stayed busy")
+
+
+async def test_the_notification_of_our_own_create_ahead_of_its_coupling_overwrites_nothing(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BC notifies the customer we created before our run saved the coupling (BC answered slowly), and the
+    salesperson edits the account meanwhile: the notification must not couple by match and write BC's older
+    values over the account; the edit reaches BC."""
+    account = await world.human.dv_create("accounts", {"name": "Race Ltd", "customertypecode": 3,
+                                                        "telephone1": "+1 206 555 0100"})
+    account_id = account["accountid"]
+    rule = world.engine.rules["CUSTOMER"]
+    create = rule.create
+    notified: list[asyncio.Task[None]] = []
+
+    async def slow_create(toward: str, payload: dict[str, Any]) -> dict[str, Any]:
+        created = await create(toward, payload)
+        if toward == "bc":  # BC has the customer; our answer is late, and meanwhile…
+            await world.human.dv_update("accounts", account_id, {"telephone1": "+1 206 555 0199"})
+            notified.append(asyncio.create_task(
+                until_applied(world, "bc", "CUSTOMER", "customers", created["id"])))
+            await asyncio.sleep(0.5)  # …BC's notification of it is being handled
+        return created
+
+    monkeypatch.setattr(rule, "create", slow_create)
+    await world.dv_event("CUSTOMER", "account", account_id, "created")
+    await asyncio.gather(*notified)
+    monkeypatch.setattr(rule, "create", create)
+    await until_applied(world, "dv", "CUSTOMER", "account", account_id)  # the edit's own notification
+
+    row = await world.human.dv_get("accounts", account_id)
+    assert row is not None and row["telephone1"] == "+1 206 555 0199", "the salesperson's edit was overwritten"
+    [customer] = await world.human.bc_find("customers", "displayName eq 'Race Ltd'")
+    assert customer["phoneNumber"] == "+1 206 555 0199"
+    async with world.db.session() as session:
+        coupling = await couplings.find(session, "CUSTOMER", "dataverse", account_id)
+    assert coupling is not None and coupling.bc_id == customer["id"].lower()
