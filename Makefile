@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast test-faults lint bench soak clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)  ## create the virtualenv and install bcsync with its dev tools
@@ -24,6 +24,10 @@ test: $(STAMP)  ## the whole suite (starts PostgreSQL and RabbitMQ if they are d
 test-fast: $(STAMP)  ## unit tests only: no services needed
 	$(BIN)/pytest -q tests/unit
 
+test-faults: $(STAMP)  ## fault-injection suite (minutes; rewrites docs/reliability.md)
+	bash scripts/ensure-services.sh
+	$(BIN)/pytest -q tests/faults
+
 lint: $(STAMP)  ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/mypy service consumers schemas sandbox
@@ -34,6 +38,11 @@ bench: $(STAMP)  ## benchmarks; results go to docs/benchmarks.md
 	$(BIN)/python -m bench.sandbox
 	$(BIN)/python -m bench.documents
 	$(BIN)/python -m bench.sync
+
+soak: $(STAMP)  ## 30-minute soak at 50 changes/s, not in CI (ARGS=--minutes 3); docs/soak.* and docs/benchmarks.md
+	bash scripts/ensure-services.sh
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.soak $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info bcsync.db*

@@ -13,9 +13,23 @@ from decimal import Decimal
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    GetJsonSchemaHandler,
+    Tag,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 _DATE = re.compile(r"^/Date\((-?\d{1,15})([+-]\d{4})?\)/$")
+# How such a date is documented (OpenAPI): the wire form, not the datetime it becomes.
+MS_DATE_SCHEMA = WithJsonSchema({"anyOf": [{"type": "string", "pattern": _DATE.pattern}, {"type": "null"}]})
 
 
 def parse_ms_date(text: str) -> datetime | None:
@@ -24,6 +38,13 @@ def parse_ms_date(text: str) -> datetime | None:
     if not match:
         return None
     return datetime.fromtimestamp(int(match.group(1)) / 1000, tz=UTC)
+
+
+class NullMeansEmpty:
+    """Documents (JSON schema) that a list may also be `null` on the wire, read as empty (`_null_list`)."""
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return {"anyOf": [handler(schema), {"type": "null"}]}
 
 
 class _Wire(BaseModel):
@@ -109,6 +130,10 @@ class ImageEntry(_Wire):
     value: Entity
 
 
+Parameters = Annotated[list[KeyValue], NullMeansEmpty()]
+Images = Annotated[list[ImageEntry], NullMeansEmpty()]
+
+
 class RemoteExecutionContext(_Wire):
     message_name: str = Field(alias="MessageName", min_length=1, max_length=128)
     primary_entity_name: str = Field(alias="PrimaryEntityName", min_length=1, max_length=128)
@@ -118,17 +143,17 @@ class RemoteExecutionContext(_Wire):
     correlation_id: UUID | None = Field(default=None, alias="CorrelationId")
     request_id: UUID | None = Field(default=None, alias="RequestId")
     operation_id: UUID | None = Field(default=None, alias="OperationId")
-    operation_created_on: datetime | None = Field(default=None, alias="OperationCreatedOn")
+    operation_created_on: Annotated[datetime | None, MS_DATE_SCHEMA] = Field(default=None, alias="OperationCreatedOn")
     organization_id: UUID | None = Field(default=None, alias="OrganizationId")
     business_unit_id: UUID | None = Field(default=None, alias="BusinessUnitId")
     depth: int = Field(default=1, alias="Depth")
     stage: int | None = Field(default=None, alias="Stage")
     mode: int | None = Field(default=None, alias="Mode")
-    input_parameters: list[KeyValue] = Field(default_factory=list, alias="InputParameters")
-    output_parameters: list[KeyValue] = Field(default_factory=list, alias="OutputParameters")
-    shared_variables: list[KeyValue] = Field(default_factory=list, alias="SharedVariables")
-    pre_entity_images: list[ImageEntry] = Field(default_factory=list, alias="PreEntityImages")
-    post_entity_images: list[ImageEntry] = Field(default_factory=list, alias="PostEntityImages")
+    input_parameters: Parameters = Field(default_factory=list, alias="InputParameters")
+    output_parameters: Parameters = Field(default_factory=list, alias="OutputParameters")
+    shared_variables: Parameters = Field(default_factory=list, alias="SharedVariables")
+    pre_entity_images: Images = Field(default_factory=list, alias="PreEntityImages")
+    post_entity_images: Images = Field(default_factory=list, alias="PostEntityImages")
     parent_context: RemoteExecutionContext | None = Field(default=None, alias="ParentContext")
 
     @field_validator("operation_created_on", mode="before")

@@ -12,7 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from service import __version__
-from service.api import admin, admin_jobs, admin_mappings, admin_records, health, webhooks
+from service.api import admin, admin_jobs, admin_mappings, admin_records, health, openapi, webhooks
+from service.api.body import BodyLimit
 from service.broker import broker_from_settings
 from service.connectors.factory import make_clients
 from service.identity import IntegrationIdentity
@@ -88,10 +89,12 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_middleware(BodyLimit)
     app.include_router(webhooks.router)
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(admin_mappings.router)
     app.include_router(admin_records.router)
     app.include_router(admin_jobs.router)
+    openapi.install(app)
     return app

@@ -36,6 +36,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _moment(value: Any) -> datetime | None:
+    """`modifiedon` as a payload carries it (a `/Date(ms)/`, already typed, or ISO text); None when it is
+    anything else, and the event falls back to the operation's time. Aware (UTC) either way."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def is_integration_echo(context: RemoteExecutionContext, user_id: str | None, tag: str) -> bool:
     """A change the integration made itself: by its own user, or carrying its tag."""
     if user_id is not None:
@@ -49,8 +62,7 @@ def dataverse_event(context: RemoteExecutionContext, *, trimmed: bool, correlati
     # Trimmed payloads (over 256 KB) lose InputParameters and images: only the identity is left.
     trimmed = trimmed or (context.message_name in ("Create", "Update") and context.target is None)
     snapshot = None if trimmed else context.snapshot()
-    modified = snapshot.get("modifiedon") if snapshot else None
-    occurred = datetime.fromisoformat(modified) if isinstance(modified, str) else modified
+    occurred = _moment(snapshot.get("modifiedon")) if snapshot else None
     # OperationId names the system job: Dataverse's own retry of the delivery carries the same one.
     identity = context.operation_id or context.request_id
     dedupe = (

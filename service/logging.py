@@ -14,7 +14,19 @@ import structlog
 _SECRET_KEYS = re.compile(
     r"(secret|password|^token$|access_token|authorization|webhook_key|client_?state|authvalue|^code$)", re.I
 )
-_SECRET_IN_TEXT = re.compile(r"(?i)((?:code|key|token|secret|password)=)[^&\s\"']+")
+_SECRET_IN_TEXT = [
+    (re.compile(r"(?i)((?:code|key|token|secret|password)=)[^&\s\"']+"), r"\1***"),  # in query strings
+    (re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^:/@\s\"']*:)[^@/\s\"']+(@)"), r"\1***\2"),  # URL user:password@
+    (re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9\-._~+/]+=*"), r"\1***"),  # an Authorization header's value
+]
+
+
+def redact_text(text: str) -> str:
+    """`text` with the secrets it may carry masked: query values of code/key/token/secret/password, the
+    password of a URL (database, broker), a bearer token."""
+    for pattern, replacement in _SECRET_IN_TEXT:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -22,7 +34,7 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
         if name != "event" and _SECRET_KEYS.search(name) and value is not None:
             event[name] = "***"
         elif isinstance(value, str):
-            event[name] = _SECRET_IN_TEXT.sub(r"\1***", value)
+            event[name] = redact_text(value)
     return event
 
 
@@ -41,8 +53,8 @@ def configure_logging(level: str = "INFO") -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _redact,
         structlog.processors.format_exc_info,
+        _redact,  # after the traceback became text: an exception's message is redacted too
     ]
     # Libraries' stdlib log records (uvicorn, alembic, aio-pika) become JSON lines too.
     handler = logging.StreamHandler(_Stdout())

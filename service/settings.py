@@ -124,6 +124,9 @@ def read_settings(cls: type[S], *required: str) -> S:
         name = env_name(str(first["loc"][0])) if first["loc"] else ENV_PREFIX
         raise SettingsError(f"bcsync: invalid setting {name}: {first['msg']}") from None
     for field in required:
-        if getattr(settings, field) in (None, ""):
+        value = getattr(settings, field)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()  # an empty secret is as good as none
+        if value in (None, ""):
             raise SettingsError(f"bcsync: missing setting {env_name(field)}")
     return settings

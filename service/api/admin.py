@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from schemas.mappings import MAPPINGS
@@ -16,15 +17,18 @@ from service.setup import SetupRefused, run_setup
 from service.store import mapping_configs, outbox, synclog
 
 log = get_logger(__name__)
+# Declares the bearer scheme in the OpenAPI document; the comparison itself is ours (constant time).
+_bearer = HTTPBearer(auto_error=False, scheme_name="adminToken", description="BCSYNC_ADMIN_TOKEN")
 
 
 async def require_admin(
-    request: Request, settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
+    request: Request, settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
 ) -> None:
     if settings.admin_token is None:
         raise HTTPException(503, "the admin API is disabled: set BCSYNC_ADMIN_TOKEN")
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not secret_matches(token.strip(), settings.admin_token.get_secret_value()):
+    token = credentials.credentials.strip() if credentials is not None else None
+    if not secret_matches(token, settings.admin_token.get_secret_value()):
         client = request.client.host if request.client else None
         log.warning("admin request refused", path=request.url.path, client=client)
         raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})

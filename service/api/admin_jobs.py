@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 
 from schemas.mappings import BY_NAME, DATAVERSE_SETS, TableMapping
 from service.api.admin import require_admin
+from service.api.admin_mappings import MappingName
 from service.api.deps import BrokerDep, DatabaseDep, SettingsDep
 from service.broker import Broker
 from service.connectors.business_central import BusinessCentralClient
@@ -43,6 +44,11 @@ router = APIRouter(prefix="/admin", tags=["admin: jobs"], dependencies=[Depends(
 
 NO_RECORDS, COUPLE, FULL = "No records", "Couple records", "Full Synch."
 KEEPER_WAIT_SECONDS = 10.0
+# The optional body of POST /admin/full-sync and /admin/catch-up (read by `json_body`).
+MAPPINGS_BODY = {"requestBody": {"required": False, "content": {"application/json": {"schema": {
+    "type": "object", "additionalProperties": False,
+    "properties": {"mappings": {"type": ["array", "null"], "minItems": 1,
+                                "items": {"type": "string", "minLength": 1}}}}}}}}
 
 
 # ---- helpers ----------------------------------------------------------------------------------------------------
@@ -167,7 +173,7 @@ async def full_sync_status(request: Request, db: DatabaseDep, review_lines: bool
     return out
 
 
-@router.post("/full-sync", status_code=202)
+@router.post("/full-sync", status_code=202, responses={400: {}, 404: {}, 409: {}}, openapi_extra=MAPPINGS_BODY)
 async def full_sync_start(request: Request, db: DatabaseDep, broker: BrokerDep) -> dict[str, Any]:
     """Start a full synchronization of every mapping (or `{"mappings": [...]}`); 409 while one runs."""
     names = chosen_mappings(await json_body(request, {"mappings"}), jobs.full_sync_mappings())
@@ -191,8 +197,8 @@ async def full_sync_start(request: Request, db: DatabaseDep, broker: BrokerDep) 
     return {"run": _run_json(run, lines), "review": lines_review}
 
 
-@router.delete("/full-sync/lines/{name}")
-async def full_sync_restart(name: str, db: DatabaseDep, broker: BrokerDep) -> dict[str, Any]:
+@router.delete("/full-sync/lines/{name}", responses={404: {}, 409: {}})
+async def full_sync_restart(name: MappingName, db: DatabaseDep, broker: BrokerDep) -> dict[str, Any]:
     """Delete and re-add a line in Error or In Progress (e.g. stuck after a worker died): it is Ready
     again with zero counts and runs as soon as its dependencies have finished."""
     known_mapping(name)
@@ -230,7 +236,7 @@ async def subscriptions(db: DatabaseDep) -> dict[str, Any]:
     return await _states(db)
 
 
-@router.post("/subscriptions/refresh")
+@router.post("/subscriptions/refresh", responses={409: {}, 502: {}})
 async def subscriptions_refresh(request: Request, db: DatabaseDep, broker: BrokerDep,
                                 settings: SettingsDep) -> JSONResponse:
     """Run the keeper now: renew, re-create, check the Dataverse registration; catch-up for the mappings
@@ -279,7 +285,7 @@ async def catch_up(db: DatabaseDep, settings: SettingsDep) -> dict[str, Any]:
     return {"mappings": out}
 
 
-@router.post("/catch-up", status_code=202)
+@router.post("/catch-up", status_code=202, responses={400: {}, 404: {}}, openapi_extra=MAPPINGS_BODY)
 async def catch_up_now(request: Request, db: DatabaseDep, broker: BrokerDep) -> dict[str, Any]:
     """Run the catch-up of every mapping (or `{"mappings": [...]}`) now, whatever its schedule."""
     names = chosen_mappings(await json_body(request, {"mappings"}), jobs.catch_up_mappings())

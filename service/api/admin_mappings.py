@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Path
 
 from schemas.mapping_config import MappingChanges, describe, merge, problems
 from schemas.mappings import BY_NAME, MAPPINGS
@@ -14,6 +14,8 @@ from service.logging import get_logger
 from service.store import mapping_configs
 
 log = get_logger(__name__)
+# A mapping's name as in mappings.md (documented with an example, which the OpenAPI-driven fuzz also uses).
+MappingName = Annotated[str, Path(examples=["CUSTOMER"])]
 router = APIRouter(prefix="/admin/mappings", tags=["admin: mappings"], dependencies=[Depends(require_admin)])
 
 
@@ -36,8 +38,8 @@ async def list_mappings(db: DatabaseDep) -> list[dict[str, Any]]:
     return out
 
 
-@router.get("/{name}")
-async def show_mapping(name: str, db: DatabaseDep) -> dict[str, Any]:
+@router.get("/{name}", responses={404: {}})
+async def show_mapping(name: MappingName, db: DatabaseDep) -> dict[str, Any]:
     """One mapping: settings, fields (enabled, direction), dependencies, hold state, version history."""
     known(name)
     async with db.session() as session:
@@ -49,7 +51,7 @@ async def show_mapping(name: str, db: DatabaseDep) -> dict[str, Any]:
 
 
 @router.patch("/{name}", responses={400: {}, 404: {}, 409: {}})
-async def change_mapping(name: str, changes: MappingChanges, db: DatabaseDep) -> dict[str, Any]:
+async def change_mapping(name: MappingName, changes: MappingChanges, db: DatabaseDep) -> dict[str, Any]:
     """Change a mapping. Refused unless the mapping is on hold (put jobs on hold while you change mappings)."""
     known(name)
     async with db.session() as session:
@@ -76,13 +78,13 @@ async def _set_hold(name: str, on_hold: bool, db: DatabaseDep) -> dict[str, Any]
     return {"mappings": names, "on_hold": on_hold}
 
 
-@router.post("/{name}/hold")
-async def hold(name: str, db: DatabaseDep) -> dict[str, Any]:
+@router.post("/{name}/hold", responses={404: {}})
+async def hold(name: MappingName, db: DatabaseDep) -> dict[str, Any]:
     """Stop applying a mapping's events (`all` for every mapping); they wait in its queue."""
     return await _set_hold(name, True, db)
 
 
-@router.post("/{name}/resume")
-async def resume(name: str, db: DatabaseDep) -> dict[str, Any]:
+@router.post("/{name}/resume", responses={404: {}})
+async def resume(name: MappingName, db: DatabaseDep) -> dict[str, Any]:
     """Apply a held mapping's events again, in order (`all` for every mapping)."""
     return await _set_hold(name, False, db)

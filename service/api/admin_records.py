@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.events import ChangeEvent
@@ -22,6 +22,9 @@ from service.topology import MAPPING_HEADER
 
 log = get_logger(__name__)
 router = APIRouter(prefix="/admin", tags=["admin: records"], dependencies=[Depends(require_admin)])
+# Row ids are 32-bit integers in the store (PostgreSQL `integer`): larger ones are invalid input, not a 500.
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+After = Annotated[int, Query(ge=0, le=2**31 - 1)]
 GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
@@ -66,10 +69,9 @@ def _event(mapping: str, source: str, record_id: str) -> str:
 
 # --- couplings -----------------------------------------------------------------------------------------------
 
-@router.get("/couplings")
+@router.get("/couplings", responses={404: {}})
 async def list_couplings(db: DatabaseDep, mapping: Annotated[str, Query(max_length=64)],
-                         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                         after: Annotated[int, Query(ge=0)] = 0) -> list[dict[str, Any]]:
+                         limit: Annotated[int, Query(ge=1, le=1000)] = 100, after: After = 0) -> list[dict[str, Any]]:
     """Couplings of a mapping, oldest first; page with `after=<last id>`."""
     known(mapping)
     async with db.session() as session:
@@ -77,7 +79,7 @@ async def list_couplings(db: DatabaseDep, mapping: Annotated[str, Query(max_leng
     return [row.model_dump() for row in rows]
 
 
-@router.post("/couplings", status_code=201, responses={400: {}, 404: {}, 409: {}})
+@router.post("/couplings", status_code=201, responses={400: {}, 404: {}, 409: {}, 502: {}})
 async def couple(body: NewCoupling, request: Request, db: DatabaseDep, broker: BrokerDep) -> dict[str, Any]:
     """Couple two existing records by hand (e.g. a Sales user with a BC salesperson)."""
     mapping = BY_NAME[known(body.mapping)]
@@ -102,7 +104,7 @@ async def couple(body: NewCoupling, request: Request, db: DatabaseDep, broker: B
 
 
 @router.delete("/couplings/{coupling_id}", status_code=204, responses={404: {}})
-async def decouple(coupling_id: int, db: DatabaseDep) -> None:
+async def decouple(coupling_id: RowId, db: DatabaseDep) -> None:
     """Remove a coupling; both records stay as they are."""
     async with db.session() as session:
         if await couplings.find_by_id(session, coupling_id) is None:
@@ -110,7 +112,7 @@ async def decouple(coupling_id: int, db: DatabaseDep) -> None:
         await couplings.remove(session, coupling_id)
 
 
-@router.post("/couplings/match")
+@router.post("/couplings/match", responses={404: {}, 502: {}})
 async def match(body: MatchRequest, request: Request, db: DatabaseDep, broker: BrokerDep) -> dict[str, Any]:
     """Match-based coupling ("Generate Integration IDs"): couple records existing on both sides by the
     mapping's match keys; report coupled, ambiguous and unmatched per side. With `create_missing`, the
@@ -131,7 +133,7 @@ async def match(body: MatchRequest, request: Request, db: DatabaseDep, broker: B
 
 # --- job log and errors --------------------------------------------------------------------------------------
 
-@router.get("/sync-log")
+@router.get("/sync-log", responses={404: {}})
 async def sync_log(db: DatabaseDep, mapping: Annotated[str | None, Query(max_length=64)] = None,
                    kind: Annotated[str | None, Query(pattern=r"^(live|reconcile|full)$")] = None,
                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
@@ -148,11 +150,10 @@ def _error_view(error: SyncError) -> dict[str, Any]:
     return view
 
 
-@router.get("/errors")
+@router.get("/errors", responses={404: {}})
 async def errors(db: DatabaseDep, mapping: Annotated[str | None, Query(max_length=64)] = None,
                  state: Annotated[str | None, Query(pattern=r"^(open|skipped|resolved|dismissed)$")] = None,
-                 limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                 after: Annotated[int, Query(ge=0)] = 0) -> list[dict[str, Any]]:
+                 limit: Annotated[int, Query(ge=1, le=1000)] = 100, after: After = 0) -> list[dict[str, Any]]:
     """The error list: records that could not be synchronized, why, how often, since when. Records that
     failed twice the same way are `skipped` (not tried again until retried here)."""
     if mapping:
@@ -171,7 +172,7 @@ async def _retry(db: DatabaseDep, broker: Broker, error: SyncError) -> bool:
 
 
 @router.post("/errors/{error_id}/retry", responses={404: {}, 409: {}})
-async def retry(error_id: int, db: DatabaseDep, broker: BrokerDep) -> dict[str, Any]:
+async def retry(error_id: RowId, db: DatabaseDep, broker: BrokerDep) -> dict[str, Any]:
     """Try the record again now (a skipped record is restored)."""
     async with db.session() as session:
         error = await session.get(SyncError, error_id)
@@ -194,7 +195,7 @@ async def retry_all(db: DatabaseDep, broker: BrokerDep,
 
 
 @router.delete("/errors/{error_id}", status_code=204, responses={404: {}})
-async def dismiss(error_id: int, db: DatabaseDep) -> None:
+async def dismiss(error_id: RowId, db: DatabaseDep) -> None:
     """Dismiss an error: it leaves the list (the record is tried again on its next change)."""
     async with db.session() as session:
         error = await session.get(SyncError, error_id)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import structlog
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import APIKeyHeader, APIKeyQuery
 from pydantic import BaseModel, ValidationError
 
 from schemas.business_central import NotificationBatch
@@ -31,6 +32,10 @@ from service.relay import OutboxRelay
 log = get_logger(__name__)
 Payload = TypeVar("Payload", bound=BaseModel)
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+
+# The webhook key, in either form Dataverse sends it (declared in the OpenAPI document; compared by us).
+_KEY_QUERY = APIKeyQuery(name="code", auto_error=False, scheme_name="webhookKeyQuery")
+_KEY_HEADER = APIKeyHeader(name="x-bcsync-webhook-key", auto_error=False, scheme_name="webhookKeyHeader")
 
 # What a validationToken may hold: echoing anything else back could reflect markup into a page.
 _HANDSHAKE_TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/=:]{1,1024}$")
@@ -58,11 +63,18 @@ async def _accept(source: str, writer: IntakeWriter, relay: OutboxRelay, events:
     )
 
 
-@router.post("/dataverse", status_code=202, responses={200: {}, 400: {}, 401: {}, 413: {}, 503: {}})
+def _body(model: str, required: bool) -> dict[str, Any]:
+    """The OpenAPI request body of a door (read by the door itself; see service/api/openapi.py)."""
+    schema = {"$ref": f"#/components/schemas/{model}"}
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}}
+
+
+@router.post("/dataverse", status_code=202, responses={200: {}, 400: {}, 401: {}, 413: {}, 503: {}},
+             openapi_extra=_body("RemoteExecutionContext", required=True))
 async def dataverse_webhook(
     request: Request, settings: SettingsDep, writer: WriterDep, relay: RelayDep, identity: IdentityDep,
-    code: Annotated[str | None, Query(max_length=1024)] = None,
-    x_bcsync_webhook_key: Annotated[str | None, Header()] = None,
+    code: Annotated[str | None, Depends(_KEY_QUERY)] = None,
+    x_bcsync_webhook_key: Annotated[str | None, Depends(_KEY_HEADER)] = None,
     x_ms_dynamics_msg_size_exceeded: Annotated[str | None, Header()] = None,
     x_ms_correlation_request_id: Annotated[str | None, Header(max_length=128)] = None,
 ) -> Response:
@@ -90,10 +102,15 @@ async def dataverse_webhook(
     return await _accept(source, writer, relay, [event], ignored=0)
 
 
-@router.api_route(
-    "/business-central", methods=["GET", "POST"], status_code=202,
-    responses={200: {"content": {"text/plain": {}}}, 400: {}, 401: {}, 413: {}, 503: {}},
-)
+_HANDSHAKE = {"description": "The handshake: exactly the validationToken",
+              "content": {"text/plain": {"schema": {"type": "string"}}}}
+
+
+@router.get("/business-central", status_code=200, response_class=PlainTextResponse,
+            responses={200: _HANDSHAKE, 400: {}}, operation_id="business_central_handshake")
+@router.post("/business-central", status_code=202,
+             responses={200: _HANDSHAKE, 400: {}, 401: {}, 413: {}, 503: {}},
+             openapi_extra=_body("NotificationBatch", required=False), operation_id="business_central_webhook")
 async def business_central_webhook(
     request: Request, settings: SettingsDep, writer: WriterDep, relay: RelayDep,
     validation_token: Annotated[str | None, Query(alias="validationToken", max_length=4096)] = None,

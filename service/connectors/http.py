@@ -23,7 +23,7 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 import httpx
 
 from service.connectors.budget import RequestBudget
-from service.logging import get_logger
+from service.logging import get_logger, redact_text
 
 log = get_logger(__name__)
 
@@ -41,6 +41,7 @@ class ApiError(Exception):
     name), never a header, token or query string of ours."""
 
     def __init__(self, status: int, code: str, message: str, *, system: str = "API") -> None:
+        message = redact_text(message)  # a server may echo what it was sent
         super().__init__(f"{system} {status} {code}: {message}")
         self.status, self.code, self.message = status, code, message
 

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from schemas.mappings import BY_NAME, dependency_order
+from service.logging import redact_text
 from service.store.job_models import CatchUp, FullSyncLine, FullSyncRun, SubscriptionState
 from service.store.models import Coupling, MappingConfig
 from service.store.outbox import utcnow
@@ -279,6 +280,8 @@ def catch_up_json(row: CatchUp) -> dict[str, Any]:
 
 
 async def save_subscription_state(session: AsyncSession, key: str, **values: Any) -> None:
+    if isinstance(values.get("error"), str):
+        values["error"] = redact_text(values["error"])  # shown by GET /admin/subscriptions
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     table = SubscriptionState.__table__  # type: ignore[attr-defined]
     statement = insert(table).values(key=key, **values)

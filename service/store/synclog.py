@@ -9,6 +9,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from service.logging import redact_text
 from service.store.models import SyncError, SyncJob
 from service.store.outbox import utcnow
 
@@ -35,6 +36,7 @@ async def record_error(session: AsyncSession, mapping: str, source: str, source_
                        destination_id: str | None = None, event: str | None = None,
                        waiting_for: str | None = None) -> SyncError:
     """Open (or bump) the error of one record; the second identical failure marks it skipped."""
+    message = redact_text(message)  # shown by GET /admin/errors
     now = utcnow()
     query = select(SyncError).where(col(SyncError.mapping) == mapping, col(SyncError.source) == source,
                                     col(SyncError.source_id) == source_id)
