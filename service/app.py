@@ -15,10 +15,12 @@ from service import __version__
 from service.api import admin, admin_jobs, admin_mappings, admin_records, health, openapi, webhooks
 from service.api.body import BodyLimit
 from service.broker import broker_from_settings
+from service.connectors.auth import TokenError
 from service.connectors.factory import make_clients
+from service.connectors.http import ApiError
 from service.identity import IntegrationIdentity
 from service.intake_writer import IntakeWriter
-from service.logging import get_logger
+from service.logging import get_logger, redact_text
 from service.metrics import StoredSyncRecords, export_stored_sync_records
 from service.relay import OutboxRelay
 from service.settings import Settings
@@ -37,6 +39,14 @@ async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
     )[:1000]
     log.warning("request refused", path=request.url.path, status=400, detail=problems)
     return JSONResponse({"detail": problems}, status_code=400)
+
+
+async def upstream_failed(request: Request, exc: Exception) -> JSONResponse:
+    """Business Central, Dataverse or Entra refused what an admin call needed: a 502 that says which and why
+    (already redacted: ApiError and TokenError carry no secret), not a 500 with a traceback."""
+    detail = redact_text(str(exc))[:1000]
+    log.warning("upstream system failed", path=request.url.path, status=502, detail=detail)
+    return JSONResponse({"detail": detail}, status_code=502)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -89,6 +99,8 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(ApiError, upstream_failed)
+    app.add_exception_handler(TokenError, upstream_failed)
     app.add_middleware(BodyLimit)
     app.include_router(webhooks.router)
     app.include_router(health.router)

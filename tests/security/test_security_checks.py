@@ -22,6 +22,7 @@ import pytest
 
 from service.api import deps
 from service.api.body import MAX_BODY
+from service.connectors.auth import TokenError
 from service.connectors.http import ApiError
 from service.logging import configure_logging, get_logger
 from service.settings import SettingsError, load_settings
@@ -242,6 +243,27 @@ def test_query_and_header_values_are_bounded(http: TestClient) -> None:
     assert http.get(BC, params={"validationToken": "a" * 4097}).status_code == 400
     long_id = {"x-ms-correlation-request-id": "c" * 129, "x-bcsync-webhook-key": WEBHOOK_KEY}
     assert http.post(DV, content=sample_text("dataverse-account-create.json"), headers=long_id).status_code == 400
+    # Business Central deletes a subscription that answers 4xx: an overlong correlation id is cut, not refused.
+    accepted = http.post(BC, content=sample_text("bc-notifications.json"), headers={"x-ms-correlation-id": "c" * 5000})
+    assert accepted.status_code == 202, accepted.text
+
+
+def test_a_failing_upstream_system_is_a_502_naming_it_without_secrets() -> None:
+    app = inprocess_app()
+
+    async def upstream(code: str) -> None:
+        if code == "token":
+            raise TokenError("AADSTS7000215: invalid client secret")
+        raise ApiError(503, "ServiceUnavailable", "echoed https://x/?code=SeCrEt&x=1 Bearer eyJabc.def",
+                       system="Dataverse")
+
+    app.add_api_route("/boom/{code}", upstream)
+    http = client(app)
+    answer = http.get("/boom/api")
+    assert answer.status_code == 502 and answer.json()["detail"].startswith("Dataverse 503 ServiceUnavailable")
+    assert "SeCrEt" not in answer.text and "eyJabc" not in answer.text
+    token = http.get("/boom/token")
+    assert token.status_code == 502 and "AADSTS7000215" in token.json()["detail"]
 
 
 # ---- the BC handshake -------------------------------------------------------------------------------------------
