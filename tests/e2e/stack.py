@@ -353,8 +353,12 @@ class Stack:
     """The sandbox, the api and `workers` workers as real processes, wired to each other over HTTP."""
 
     def __init__(self, directory: Path, *, workers: int = 1, database_url: str | None = None,
-                 namespace: str | None = None, env: dict[str, str] | None = None, notify_delay: float = 0.2) -> None:
+                 namespace: str | None = None, env: dict[str, str] | None = None, notify_delay: float = 0.2,
+                 api_env: dict[str, str] | None = None) -> None:
         self.dir = directory
+        # Settings of the api process only (on top of `env`), e.g. its own broker URL through a TcpProxy; kept
+        # for restarts after `kill_api`.
+        self.api_env = api_env or {}
         self.dir.mkdir(parents=True, exist_ok=True)
         self.initial_workers, self.notify_delay = workers, notify_delay
         self.namespace = namespace or f"e2e-{uuid.uuid4().hex[:10]}"
@@ -428,7 +432,7 @@ class Stack:
     async def start_api(self, env: dict[str, str] | None = None) -> Process:
         """Start (or restart, same port) the api; returns once /readyz answers 200."""
         assert self.api is None or not self.api.alive, "the api is running"
-        self.api = api = self._process("api", ["api"], env).start()
+        self.api = api = self._process("api", ["api"], self.api_env | (env or {})).start()
 
         async def ready() -> bool:
             self._died(api)

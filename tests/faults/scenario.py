@@ -1,0 +1,258 @@
+"""One fault case from start to verdict: prepare the stack, run the load, inject the fault, wait for the
+recovery, check everything, and produce the case's row of docs/reliability.md.
+
+Timeline of a case (seconds are test time):
+
+    load starts ─ WARM ─▶ fault begins ─ (case) ─▶ fault ends ─ TAIL ─▶ load stops ─▶ … all changes present
+
+Recovery time = from the fault's end until every change is at its destination with its final values; it
+includes the TAIL seconds of load after the fault and the ordinary sync lag of their changes (`settle` is the
+time from the load's last change, for comparison).
+
+Two stages of checking keep the recovery mechanisms apart:
+1. without any catch-up requested, every change whose webhook the api answered 2xx must arrive — what the
+   service accepted is its own responsibility (outbox, broker, retries), never the catch-up's;
+2. changes whose webhooks failed (api or database down, deliveries dropped) may need a catch-up; a case that
+   allows it asks for one through the admin API (as the `BCSYNC_RECONCILE_MINUTES` schedule would later)
+   or relies on the one the service triggers itself (subscription keeper, schedule).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import aio_pika
+
+from service.topology import Topology
+from tests.conftest import BROKER_URL
+from tests.e2e.stack import Stack
+from tests.faults.load import UNIT, Load, Verdict
+
+WARM = 4.0  # seconds of load before the fault
+TAIL = 3.0  # seconds of load after it
+QUIET = 2.0  # seconds without activity before the final count (late duplicates show up in it)
+RETRY_DELAYS = "1,2,4,8,15"  # the retry budget compressed: 30 s instead of 12.6 min
+# Every case's service settings: the compressed retries, jobs polled often, catch-up only when asked.
+FAULT_ENV = {"BCSYNC_RETRY_DELAYS": RETRY_DELAYS, "BCSYNC_JOBS_POLL_SECONDS": "0.5", "BCSYNC_RECONCILE_MINUTES": "0"}
+# BC's notification retries (1, 1, 1, 10, 100 minutes) compressed to 1.2, 3, 6, 15 and 30 s.
+BC_RETRY_MINUTES = [0.02, 0.05, 0.1, 0.25, 0.5]
+
+
+@dataclass
+class Window:
+    """When the fault was active (time.monotonic()), and what the case observed about it."""
+
+    started: float = 0.0
+    ended: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def begin(self) -> None:
+        self.started = time.monotonic()
+
+    def end(self) -> None:
+        self.ended = time.monotonic()
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+
+Fault = Callable[[Stack, Window], Awaitable[None]]
+
+
+@dataclass
+class Row:
+    """One line of the reliability table."""
+
+    case: int
+    name: str
+    sent: int
+    arrived: int
+    duplicated: int
+    lost: int
+    accepted: int  # events the api stored and answered 202 for
+    not_notified: int  # changes whose webhook never got a 2xx: only a catch-up could bring them
+    dead_letters: int
+    accepted_missing: int  # accepted changes still missing when only the service's own paths could bring them
+    fault_seconds: float
+    recovery_seconds: float | None  # None: never complete
+    settle_seconds: float | None
+    notes: list[str]
+    finished_at: str
+
+    def json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def prepare(stack: Stack) -> None:
+    """Register both systems' webhooks as an operator does (`POST /admin/setup`), compress BC's notification
+    retries, and synchronize the unit the load's items use (so that the load measures records, not setup)."""
+    await stack.bc.webhook_settings(retry_minutes=BC_RETRY_MINUTES)
+    setup = await stack.admin("/admin/setup", "POST")
+    assert setup.status_code == 200, setup.text
+    await stack.bc.create("unitsOfMeasure", {"code": UNIT, "displayName": "Pieces"})
+    await stack.wait_until(lambda: stack.dv.query("uomschedules", filter=f"name eq '{UNIT}'"), timeout=30,
+                           message=f"unit group {UNIT} in Sales")
+
+
+class Activity:
+    """Is anything still moving? Outbox, mapping and delay queues, the sandboxes' pending deliveries."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.topology = Topology(stack.namespace, tuple(int(d) for d in RETRY_DELAYS.split(",")))
+        self.connection: aio_pika.abc.AbstractConnection | None = None
+
+    async def __aenter__(self) -> Activity:
+        self.connection = await aio_pika.connect(BROKER_URL)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self.connection is not None:
+            await self.connection.close()
+
+    async def depth(self, queue: str) -> int:
+        assert self.connection is not None
+        async with self.connection.channel() as channel:
+            try:
+                declared = await channel.declare_queue(queue, passive=True)
+            except aio_pika.exceptions.ChannelClosed:
+                return 0  # not declared (yet): nothing in it
+            return declared.declaration_result.message_count or 0
+
+    async def dead_letters(self) -> int:
+        return await self.depth(self.topology.dead_queue)
+
+    async def idle(self) -> bool:
+        try:
+            status = await self.stack.admin("/admin/status")
+        except Exception:  # the api is restarting
+            return False
+        if status.status_code != 200:
+            return False
+        body = status.json()
+        if body["outbox_pending"] or any(m["queue_depth"] != 0 for m in body["mappings"]):
+            return False
+        for delay in self.topology.retry_delays:
+            if await self.depth(self.topology.delay_queue(delay)):
+                return False
+        if (await self.stack.bc.state())["pendingNotifications"]:
+            return False
+        drained = await self.stack.http.post(f"{self.stack.dv.base}/webhooks/drain", params={"seconds": 0.05})
+        return drained.status_code == 200
+
+
+async def run_case(stack: Stack, case: int, name: str, fault: Fault, *, ask_catch_up: bool = False,
+                   accepted_timeout: float = 45.0, heal_timeout: float = 45.0, rate: float = 4.0) -> Row:
+    """The whole case; returns its row (the caller asserts on it after recording it). Without a fault the load's
+    changes settle within a few seconds: the timeouts are generous margins, after which what is missing is lost."""
+    await prepare(stack)
+    load = Load(stack, str(case), rate=rate)
+    window = Window()
+    async with Activity(stack) as activity:
+        load.start()
+        try:
+            await asyncio.sleep(WARM)
+            await fault(stack, window)
+            assert window.started and window.ended, "the fault did not mark its window"
+            await asyncio.sleep(TAIL)
+        finally:
+            await load.stop()
+        assert not load.errors, f"the load's own changes failed: {load.errors}"
+        # Stage 1: what the api accepted arrives without any catch-up.
+        notified: set[str] = set()
+        complete_at: float | None = None
+
+        async def accepted_arrived() -> bool:
+            nonlocal notified, complete_at
+            verdict = await load.verify()
+            if not verdict.missing and complete_at is None:
+                complete_at = time.monotonic()
+            if not await activity.idle():
+                return False
+            notified = await load.notified()
+            return not (set(verdict.missing) & notified)
+
+        accepted_missing: dict[str, str] = {}
+        try:
+            await stack.wait_until(accepted_arrived, timeout=accepted_timeout, interval=0.5,
+                                   message="every accepted change at its destination, nothing moving")
+        except AssertionError:  # counted in the row (and failed on by the test), then the healing goes on
+            verdict = await load.verify()
+            accepted_missing = {k: v for k, v in verdict.missing.items() if k in notified}
+            window.note(f"accepted but missing after {accepted_timeout:.0f} s without catch-up: "
+                        f"{dict(list(accepted_missing.items())[:5])}")
+        # Stage 2: the changes no webhook brought.
+        not_notified = sorted(r.key for r in load.records if r.key not in notified)
+        if not_notified:
+            window.note(f"{len(not_notified)} changed records never notified to the service (webhook failed)")
+        if ask_catch_up and complete_at is None:
+            requested = await stack.admin("/admin/catch-up", "POST")
+            assert requested.status_code == 202, requested.text
+            window.note("catch-up requested through the admin API once nothing was moving")
+
+        async def everything_arrived() -> bool:
+            nonlocal complete_at
+            if (await load.verify()).missing:
+                return False
+            complete_at = complete_at or time.monotonic()
+            return True
+
+        with contextlib.suppress(AssertionError):  # what is still missing then is counted as lost
+            await stack.wait_until(everything_arrived, timeout=heal_timeout, interval=0.5,
+                                   message="every change at its destination")
+        # Quiet, then count once more: a late redelivery or catch-up event must not have made a second record.
+        with contextlib.suppress(AssertionError):
+            await stack.wait_until(activity.idle, timeout=60, interval=0.5, message="nothing moving")
+        await asyncio.sleep(QUIET)
+        final = await load.verify()
+        dead = await activity.dead_letters()
+        dead_logged = len(stack.worker_log_events("event dead-lettered"))
+    accepted = sum(int(e.get("new", 0)) for e in stack.api_log_events("webhook answered")
+                   if e.get("outcome") == "accepted")
+    errors = await stack.admin("/admin/errors")
+    open_errors = [e for e in errors.json() if e.get("state") not in ("resolved", "dismissed")] \
+        if errors.status_code == 200 else []
+    if open_errors:
+        window.note(f"{len(open_errors)} open entries in the error list: "
+                    + "; ".join(str(e.get("message"))[:120] for e in open_errors[:3]))
+    row = Row(case=case, name=name, sent=final.sent, arrived=final.arrived, duplicated=final.extra_records,
+              lost=final.lost, accepted=accepted, not_notified=len(not_notified),
+              dead_letters=max(dead, dead_logged), fault_seconds=round(window.ended - window.started, 1),
+              accepted_missing=len(accepted_missing),
+              recovery_seconds=None if complete_at is None else round(complete_at - window.ended, 1),
+              settle_seconds=None if complete_at is None else round(max(complete_at - load.stopped_at, 0.0), 1),
+              notes=window.notes,
+              finished_at=time.strftime("%Y-%m-%d %H:%M:%S"))
+    row.notes = [*row.notes, *(_verdict_notes(final))]
+    return row
+
+
+def _verdict_notes(verdict: Verdict) -> list[str]:
+    notes = []
+    if verdict.missing:
+        notes.append(f"missing: {dict(list(verdict.missing.items())[:5])}")
+    if verdict.duplicated:
+        notes.append(f"duplicated: {dict(list(verdict.duplicated.items())[:5])}")
+    if verdict.coupling_duplicates:
+        notes.append(f"doubled couplings: {dict(list(verdict.coupling_duplicates.items())[:5])}")
+    return notes
+
+
+async def wait_for_log(read: Callable[[], list[dict[str, Any]]], predicate: Callable[[dict[str, Any]], bool],
+                       after: int, timeout: float = 15.0) -> dict[str, Any]:
+    """The first line past index `after` of a process log that satisfies `predicate` (polled every 10 ms: the
+    api-kill case needs to act within milliseconds of the line)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = read()
+        for line in lines[after:]:
+            if predicate(line):
+                return line
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no matching log line within {timeout} s")
+
