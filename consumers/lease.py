@@ -30,19 +30,23 @@ class Lease:
         self.keys: list[str] = []
         self._renewal: asyncio.Task[None] | None = None
 
-    async def add(self, keys: Sequence[str], what: str) -> None:
-        """Hold `keys` too (all or none), waiting a little while another run holds one; else RecordBusy."""
+    async def add(self, keys: Sequence[str], what: str, *, wait: bool = True) -> None:
+        """Hold `keys` too (all or none), else RecordBusy. With `wait`, a busy key is tried again for a moment
+        — only while this lease holds nothing yet: a run that holds keys while waiting for more could wait for
+        a run that waits for it (two runs of one coupled pair, one from each side)."""
         wanted = sorted(set(self.keys) | set(keys))
-        for attempt in range(LOCK_TRIES):
+        tries = LOCK_TRIES if wait and not self.keys else 1
+        for attempt in range(tries):
             async with self.db.session() as session:
                 if await locks.acquire(session, wanted, self.owner, LEASE_SECONDS):
                     self.keys = wanted
                     self._renew()
                     return
                 await session.rollback()  # give back what this attempt took: all or none
-            # Usually the holder is another run in this very worker that is about to finish: waiting a moment
-            # here is far cheaper than a round trip through a delay queue.
-            await asyncio.sleep(LOCK_WAIT * (attempt + 1))
+            if attempt + 1 < tries:
+                # Usually the holder is another run in this very worker that is about to finish: waiting a
+                # moment here is far cheaper than a round trip through a delay queue.
+                await asyncio.sleep(LOCK_WAIT * (attempt + 1))
         raise RecordBusy(f"{what} is being synchronized by another worker")
 
     def _renew(self) -> None:

@@ -152,15 +152,9 @@ class SyncEngine:
     async def _sync_once(self, rule: Rule, side: str, record_id: str, deleted: bool, record: dict[str, Any] | None,
                          kind: str) -> Applied:
         other = OTHER[side]
-        what = f"{rule.name} {side} {record_id}"
-        lease = Lease(self.db)
+        lease, coupling = await self._lease(rule, side, record_id)
         applied: Applied | None = None
         try:
-            await lease.add([f"{rule.name}:{side}:{record_id}"], what)
-            async with self.db.session() as session:  # read under the lease: no run couples it meanwhile
-                coupling = await couplings.find(session, rule.name, side, record_id)
-            if coupling is not None:
-                await lease.add([f"{rule.name}:{other}:{_id(coupling, other)}"], what)
             applied = Applied("failed", direction_of(other))
             try:
                 applied = await self._apply(rule, side, record_id, coupling, deleted, record, kind, lease)
@@ -185,6 +179,26 @@ class SyncEngine:
         if applied.new_coupling is not None:
             await self._redrive_waiting(applied.new_coupling)
         return applied
+
+    async def _lease(self, rule: Rule, side: str, record_id: str) -> tuple[Lease, Coupling | None]:
+        """Lease the record and its coupled counterpart together (all or none, so that two runs of one pair
+        never hold one key each), and the coupling as it is under that lease."""
+        what = f"{rule.name} {side} {record_id}"
+        for _ in range(RERUNS):
+            async with self.db.session() as session:
+                coupling = await couplings.find(session, rule.name, side, record_id)
+            keys = [f"{rule.name}:{side}:{record_id}"]
+            if coupling is not None:
+                keys.append(f"{rule.name}:{OTHER[side]}:{_id(coupling, OTHER[side])}")
+            lease = Lease(self.db)
+            await lease.add(keys, what)
+            async with self.db.session() as session:  # coupled (or re-coupled) while we waited?
+                now = await couplings.find(session, rule.name, side, record_id)
+            if (now and (now.id, now.bc_id, now.dataverse_id)) == (coupling and (coupling.id, coupling.bc_id,
+                                                                                coupling.dataverse_id)):
+                return lease, now
+            await lease.release()  # the keys were those of an older coupling: take the right ones
+        raise RecordBusy(f"{what} keeps being coupled by other runs")
 
     async def _apply(self, rule: Rule, side: str, record_id: str, coupling: Coupling | None, deleted: bool,
                      record: dict[str, Any] | None, kind: str, lease: Lease) -> Applied:
@@ -232,7 +246,7 @@ class SyncEngine:
             # The match may be the very record whose run is creating this one (a notification of our own
             # create, ahead of its coupling): hold it too, and if a coupling appeared meanwhile, run again with it.
             target_id = rule.record_id(other, target)
-            await lease.add([f"{rule.name}:{other}:{target_id}"], f"{rule.name} {other} {target_id}")
+            await lease.add([f"{rule.name}:{other}:{target_id}"], f"{rule.name} {other} {target_id}", wait=False)
             async with self.db.session() as session:
                 if await couplings.find(session, rule.name, other, target_id) is not None:
                     raise CoupledMeanwhile(f"{rule.name} {other} {target_id} was coupled by another run")

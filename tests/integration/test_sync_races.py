@@ -58,3 +58,22 @@ async def test_the_notification_of_our_own_create_ahead_of_its_coupling_overwrit
     async with world.db.session() as session:
         coupling = await couplings.find(session, "CUSTOMER", "dataverse", account_id)
     assert coupling is not None and coupling.bc_id == customer["id"].lower()
+
+
+async def test_both_sides_of_a_coupled_pair_at_once_do_not_wait_for_each_other(world: World) -> None:
+    """A catch-up (or a change and an echo) brings a customer and its account at the same moment: neither run may
+    hold its own record while waiting for the other's (each would wait for the other until both give up, and
+    again at every retry)."""
+    customer = await world.human.bc_create("customers", {"displayName": "Pair Ltd"})
+    await world.bc_event("CUSTOMER", "customers", customer["id"], "created")
+    async with world.db.session() as session:
+        coupling = await couplings.find(session, "CUSTOMER", "bc", customer["id"])
+    assert coupling is not None
+    await world.human.bc_update("customers", customer["id"], {"phoneNumber": "+1 425 555 0142"})
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(asyncio.gather(
+        until_applied(world, "bc", "CUSTOMER", "customers", customer["id"]),
+        until_applied(world, "dv", "CUSTOMER", "account", coupling.dataverse_id)), timeout=20)
+    assert asyncio.get_running_loop().time() - started < 10
+    row = await world.human.dv_get("accounts", coupling.dataverse_id)
+    assert row is not None and row["telephone1"] == "+1 425 555 0142"
