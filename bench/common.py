@@ -68,3 +68,22 @@ def write_section(title: str, body: str) -> None:
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
     DOC.write_text(text.rstrip() + "\n")
+
+
+async def queue_depths(broker_url: str, names: list[str]) -> dict[str, int]:
+    """Messages ready in each queue (passive declare: nothing is created; a missing queue counts -1). Messages
+    delivered to a consumer and not yet acknowledged are not included (at most the workers' prefetch)."""
+    connection = await aio_pika.connect(broker_url)
+    depths: dict[str, int] = {}
+    try:
+        channel = await connection.channel()
+        for name in names:
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+                depths[name] = int(queue.declaration_result.message_count or 0)
+            except Exception:  # a failed passive declare closes the channel
+                depths[name] = -1
+                channel = await connection.channel()
+    finally:
+        await connection.close()
+    return depths

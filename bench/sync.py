@@ -17,11 +17,13 @@ import asyncio
 import json
 import os
 import re
+import signal
 import statistics
 import tempfile
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,9 +32,12 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.common import machine, write_section
-from tests.conftest import POSTGRES_ADMIN_URL
-from tests.e2e.stack import BcUser, DvUser, Stack, entity_id
+from bench.common import free_port, machine, queue_depths, write_section
+from bench.loadgen import RawHttp
+from bench.proxy import RoundRobinProxy
+from service.topology import Topology
+from tests.conftest import BROKER_URL, POSTGRES_ADMIN_URL
+from tests.e2e.stack import BcUser, DvUser, Process, Stack, entity_id
 
 TOKEN = re.compile(rb"bx\d{7}")
 HOOK_KEY = "bench-listener"
@@ -299,11 +304,12 @@ async def quiet(stack: Stack, seconds: float = 3.0, timeout: float = 120.0) -> N
             return
 
 
-def cpu_seconds(stack: Stack) -> dict[str, float]:
-    """CPU time (user + system) so far of the stack's processes: sandbox, api, workers (summed)."""
+def cpu_seconds(stack: Stack, extra: Sequence[Process] = ()) -> dict[str, float]:
+    """CPU time (user + system) so far of the stack's processes: sandbox, api, workers (summed); `extra`
+    adds processes started outside the stack (api replicas), summed by role like the workers."""
     tick = os.sysconf("SC_CLK_TCK")
     totals: dict[str, float] = defaultdict(float)
-    for process in [stack.sandbox, stack.api, *stack.workers]:
+    for process in [stack.sandbox, stack.api, *stack.workers, *extra]:
         if process is None or process.pid is None:
             continue
         try:
@@ -373,28 +379,30 @@ async def fresh_database() -> tuple[str, Any]:
 # ---- the measurements ----------------------------------------------------------------------------------------
 
 async def lag_point(stack: Stack, listener: Listener, humans: Humans, workers: int, rate: float,
-                    seconds: float) -> dict[str, Any]:
+                    seconds: float, extra: Sequence[Process] = ()) -> dict[str, Any]:
     await quiet(stack)
-    cpu_before = cpu_seconds(stack)
+    cpu_before = cpu_seconds(stack, extra)
     changes, achieved = await open_loop(humans, rate, seconds)
     scheduled_end = time.time()
     failed = sum(c.kind == "failed" for c in changes)
     changes = [c for c in changes if c.kind != "failed"]
     await settle(stack, listener, changes, timeout=180)
     last = max((c.written for c in changes if c.written is not None), default=scheduled_end)
-    cpu = cpu_per_change(cpu_before, cpu_seconds(stack), len(changes))
+    cpu = cpu_per_change(cpu_before, cpu_seconds(stack, extra), len(changes))
     lags = [c.lag for c in changes if c.lag is not None]
     to_bc = [c.lag for c in changes if c.side == "dv" and c.lag is not None]
     to_dv = [c.lag for c in changes if c.side == "bc" and c.lag is not None]
     human = [listener.human[c.token] - c.answered for c in changes if c.side == "dv" and c.token in listener.human]
-    point = {"workers": workers, "rate": rate, "achieved": achieved, "n": len(changes), "found": len(lags),
+    point: dict[str, Any] = {
+             "workers": workers, "rate": rate, "achieved": achieved, "n": len(changes), "found": len(lags),
              "failed": failed, "drain": last - scheduled_end, "load": load(), "cpu": cpu,
              "p50": pct(lags, 0.5), "p99": pct(lags, 0.99), "max": max(lags, default=float("nan")),
              "to_bc_p50": pct(to_bc, 0.5), "to_bc_p99": pct(to_bc, 0.99),
              "to_dv_p50": pct(to_dv, 0.5), "to_dv_p99": pct(to_dv, 0.99),
              "create_p50": pct([c.lag for c in changes if c.kind == "create" and c.lag is not None], 0.5),
              "answer_p50": pct([c.answered - c.sent for c in changes], 0.5),
-             "hook_p50": pct(human, 0.5), "hook_p99": pct(human, 0.99)}
+             "hook_p50": pct(human, 0.5), "hook_p99": pct(human, 0.99),
+             "lags": lags}  # raw, for percentiles pooled over several points (the scale-out rounds)
     print(f"lag {workers}w {rate:g}/s (achieved {achieved:.1f}): n={len(changes)} found={len(lags)} "
           f"failed={failed} drain {point['drain']:.1f} s load {point['load']:.1f} "
           f"p50 {point['p50'] * 1000:.0f} ms p99 {point['p99'] * 1000:.0f} ms max {point['max'] * 1000:.0f} ms | "
@@ -517,6 +525,398 @@ async def main(args: argparse.Namespace) -> None:
     saved.write_text(json.dumps({"args": vars(args), "lags": lags, "runs": runs, "warm": warm}))
     print(f"results saved in {saved} (re-render: python -m bench.sync --from-json {saved})", flush=True)
     report(args, lags, runs, warm)
+
+
+# ---- scale-out: two api replicas and three workers against one api and one worker -------------------------------
+
+VARIANTS: tuple[tuple[str, int, int], ...] = (("1 api + 1 worker", 1, 1), ("2 api + 3 workers", 2, 3))
+SCALE_SECTION = "Sync scale-out (2 api replicas + 3 workers) at {rate:g} changes/s"  # one section per rate
+
+
+class TrackedHumans(Humans):
+    """Humans that remember the newest value they wrote to each field of each coupled record, so that the
+    destination's final state can be checked against it (per-record ordering)."""
+
+    def __init__(self, stack: Stack) -> None:
+        super().__init__(stack)
+        self.last: dict[tuple[str, str], int] = {}  # (destination id, "email" | "website") → newest token number
+        self.unsure: set[str] = set()  # destinations with a failed human write: its value is not known here
+        self.raw_bc, self.raw_dv = RawHttp(stack.bc_port), RawHttp(stack.dv_port)
+
+    async def _write(self, change: Change, source: str | None, email: bool) -> None:
+        """Humans._write on raw keep-alive connections: with five processes of the service on two shared cores
+        the sandbox slows down, requests pile up, and httpx's pool then spends this process's CPU on each
+        waiting request — delaying the listener that times the writes (seen as a listener offset of seconds)."""
+        token = change.token
+        if change.side == "dv":
+            path = "/_sandbox/user/api/data/v9.2/accounts"
+            if change.kind == "create":
+                call = self.raw_dv.request("POST", path, {"name": f"Bench new {token}", "customertypecode": 3})
+            else:
+                body = {"emailaddress1": f"{token}@bench.example"} if email else {
+                    "websiteurl": f"https://bench.example/{token}"}
+                call = self.raw_dv.request("PATCH", f"{path}({source})", body, {"If-Match": "*"})
+        elif change.kind == "create":
+            call = self.raw_bc.request("POST", "/_sandbox/entities/customers", {"displayName": f"Bench new {token}"})
+        else:
+            body = {"email": f"{token}@bench.example"} if email else {"website": f"https://bench.example/{token}"}
+            call = self.raw_bc.request("PATCH", f"/_sandbox/entities/customers/{source}", body)
+        try:
+            status, answer = await call
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            raise AssertionError(f"{type(exc).__name__}: {exc}") from exc
+        if status >= 300:
+            raise AssertionError(f"{change.side} {change.kind}: {status} {answer[:200]!r}")
+
+    def wrote(self, dest: str, field: str, token: str) -> None:
+        key = (dest.lower(), field)
+        self.last[key] = max(self.last.get(key, 0), int(token[2:]))
+
+    async def apply(self, change: Change, source: str | None) -> None:
+        await super().apply(change, source)
+        if change.kind == "failed" and change.dest_id:
+            self.unsure.add(change.dest_id.lower())
+        elif change.kind == "update" and change.dest_id:
+            self.wrote(change.dest_id, "email" if int(change.token[2:]) // 2 % 2 == 0 else "website", change.token)
+
+
+async def replica_ready(http: httpx.AsyncClient, replica: Process, port: int) -> None:
+    async def ready() -> bool:
+        if not replica.alive:
+            raise AssertionError(f"{replica.name} exited ({replica.returncode}):\n{replica.tail()}")
+        try:
+            return (await http.get(f"http://127.0.0.1:{port}/readyz", timeout=2)).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    await Stack.wait_until(ready, timeout=60, message=f"{replica.name} /readyz")
+
+
+async def configure(stack: Stack, proxy: RoundRobinProxy, replica: Process, replica_port: int, apis: int,
+                    workers: int) -> None:
+    """Bring the stack to `apis` api processes behind the proxy and `workers` workers. The first api and the first
+    worker stay up for the whole run; the second api and the extra workers are started and stopped around them."""
+    if apis == 2:
+        if not replica.alive:
+            replica.start()
+            await replica_ready(stack.http, replica, replica_port)
+        proxy.route([stack.api_port, replica_port])
+    else:
+        proxy.route([stack.api_port])
+        if replica.alive:
+            await asyncio.sleep(1.0)  # requests already forwarded to it finish first
+            await replica.stop()
+    while len(stack.running_workers) < workers:
+        await stack.start_worker()
+    while len(stack.running_workers) > workers:
+        await stack.stop_worker(stack.running_workers[-1])
+
+
+async def bench_records(stack: Stack) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every benchmark customer in BC and account in Sales, by lower-case id."""
+    bc = {str(c["id"]).lower(): c for c in await stack.bc.query(
+        "customers", filter="startswith(displayName,'Bench ')", top=100_000)}
+    dv = {str(a["accountid"]).lower(): a for a in await stack.dv.query(
+        "accounts", filter="startswith(name,'Bench ')", select="name,accountid,emailaddress1,websiteurl")}
+    return bc, dv
+
+
+def ordering_mismatches(humans: TrackedHumans, bc: dict[str, Any], dv: dict[str, Any]) -> list[str]:
+    """Destination fields whose final value is not the newest value the humans wrote at the source."""
+    out = []
+    for (dest, field), number in sorted(humans.last.items()):
+        if dest in humans.unsure:
+            continue
+        token = f"bx{number:07d}"
+        if dest in bc:
+            value = bc[dest].get(field)
+        else:
+            value = dv.get(dest, {}).get("emailaddress1" if field == "email" else "websiteurl")
+        expected = f"{token}@bench.example" if field == "email" else f"https://bench.example/{token}"
+        if value != expected:
+            out.append(f"{dest} {field}: {value!r} (expected {expected!r})")
+    return out
+
+
+def duplicates(bc: dict[str, Any], dv: dict[str, Any]) -> dict[str, Any]:
+    """Records per name on each side: every name exactly once on both sides, or which ones are not."""
+    bc_names = Counter(str(c["displayName"]) for c in bc.values())
+    dv_names = Counter(str(a["name"]) for a in dv.values())
+    return {"bc_records": len(bc), "dv_records": len(dv), "names": len(bc_names | dv_names),
+            "bc_duplicated": sorted(n for n, k in bc_names.items() if k > 1),
+            "dv_duplicated": sorted(n for n, k in dv_names.items() if k > 1),
+            "missing_in_bc": sorted(set(dv_names) - set(bc_names)),
+            "missing_in_dv": sorted(set(bc_names) - set(dv_names))}
+
+
+async def ordering_burst(stack: Stack, humans: TrackedHumans, variant: str, records: int, updates: int,
+                         timeout: float = 120.0) -> dict[str, Any]:
+    """`records` coupled records per side, each changed `updates` times in a row as fast as the sandbox
+    answers (all records at once): many events of one record in flight together, over both api replicas
+    and all workers. Then every destination must end with the last value."""
+    offset = {"1 api + 1 worker": 0}.get(variant, records)  # distinct records per variant
+    targets = [(side, source, dest) for side in ("dv", "bc")
+               for source, dest in humans.pools[side][offset:offset + records]]
+
+    async def hammer(side: str, source: str, dest: str) -> None:
+        for _ in range(updates):
+            token = humans.token()
+            value = f"{token}@bench.example"
+            try:
+                if side == "dv":
+                    await humans.dv.update("accounts", source, {"emailaddress1": value})
+                else:
+                    await humans.bc.patch("customers", source, {"email": value})
+            except (httpx.HTTPError, AssertionError):
+                humans.unsure.add(dest.lower())
+                return
+            humans.wrote(dest, "email", token)
+
+    started = time.time()
+    await asyncio.gather(*(hammer(*t) for t in targets))
+    sent = time.time() - started
+    dests = {d.lower() for _, _, d in targets}
+    deadline, mismatched = time.monotonic() + timeout, list(dests)
+    while time.monotonic() < deadline:
+        bc, dv = await bench_records(stack)
+        mismatched = [m for m in ordering_mismatches(humans, bc, dv) if m.split(" ", 1)[0] in dests]
+        if not mismatched:
+            break
+        await asyncio.sleep(1.0)
+    result = {"variant": variant, "records": len(targets), "updates": updates, "sent_seconds": sent,
+              "converged_seconds": time.time() - started - sent, "mismatched": mismatched, "load": load()}
+    print(f"burst {variant}: {len(targets)} records x {updates} updates in {sent:.1f} s; "
+          f"{len(mismatched)} not at the last value after {result['converged_seconds']:.1f} s", flush=True)
+    return result
+
+
+async def scale_out(args: argparse.Namespace) -> None:
+    """Alternating rounds of the lag point at `args.scale_rate` with one api + one worker and with two api
+    replicas + three workers, on one PostgreSQL database and one broker namespace."""
+    task = asyncio.current_task()
+    assert task is not None
+    # a run in the background ignores SIGINT: SIGTERM cancels it and the `finally` below still cleans up
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    database_url, drop = await fresh_database()
+    proxy = RoundRobinProxy([])
+    await proxy.start()
+    env = {"BCSYNC_BC_REQUEST_BUDGET": str(UNLIMITED), "BCSYNC_DATAVERSE_REQUEST_BUDGET": str(UNLIMITED),
+           "BCSYNC_KEEPER_MINUTES": "0", "BCSYNC_PUBLIC_URL": proxy.url}
+    stack = Stack(work, workers=1, database_url=database_url, namespace=f"bench-{uuid.uuid4().hex[:8]}", env=env)
+    points: list[dict[str, Any]] = []
+    bursts: list[dict[str, Any]] = []
+    replica: Process | None = None
+    humans: TrackedHumans | None = None
+    try:
+        await stack.start()
+        proxy.route([stack.api_port])
+        replica_port = free_port()
+        replica = Process("api-replica", ["api"], stack.env | {"BCSYNC_PORT": str(replica_port)},
+                          work / "api-replica.log")
+        await stack.bc.limits(limit=UNLIMITED, window_seconds=300)
+        await stack.dv.limits(requests=UNLIMITED, window_seconds=300)
+        direct, stack.api_url = stack.api_url, proxy.url  # both systems notify the proxy, not an api
+        try:
+            await stack.register_webhooks()
+        finally:
+            stack.api_url = direct
+        listener = Listener((await stack.dv.state())["application_user_id"])
+        await listener.start()
+        await listener.register(stack)
+        humans = TrackedHumans(stack)
+        warm = await warm_up(stack, humans, args.pool)
+        print(f"warm-up: {args.pool} + {args.pool} records coupled in {warm:.1f} s", flush=True)
+        for round_ in range(args.rounds):
+            order = VARIANTS if round_ % 2 == 0 else VARIANTS[::-1]  # A B, B A, ...: drift hits both alike
+            for name, apis, workers in order:
+                await configure(stack, proxy, replica, replica_port, apis, workers)
+                # fresh processes (connections, tokens, caches) warm up on a few seconds that are not measured
+                warm_changes, _ = await open_loop(humans, args.scale_rate, 5)
+                await settle(stack, listener, [c for c in warm_changes if c.kind != "failed"], timeout=120)
+                counts, load_start = proxy.counts.copy(), load()
+                point = await lag_point(stack, listener, humans, workers, args.scale_rate, args.seconds,
+                                        extra=[replica])
+                point |= {"variant": name, "apis": apis, "round": round_ + 1, "load_start": load_start,
+                          "spread": [proxy.counts[p] - counts[p] for p in (stack.api_port, replica_port)]}
+                points.append(point)
+                print(f"  round {round_ + 1} {name}: requests per api {point['spread']}", flush=True)
+        for name, apis, workers in VARIANTS:
+            await configure(stack, proxy, replica, replica_port, apis, workers)
+            bursts.append(await ordering_burst(stack, humans, name, args.burst_records, args.burst_updates))
+        await quiet(stack)
+        bc, dv = await bench_records(stack)
+        check = {"duplicates": duplicates(bc, dv), "mismatched": ordering_mismatches(humans, bc, dv),
+                 "checked": len(humans.last), "unsure": len(humans.unsure), "proxy_failures": proxy.failures,
+                 "dead_letters": sum((await queue_depths(BROKER_URL, [Topology(stack.namespace).dead_queue])).values())}
+    finally:
+        await humans_close(humans)
+        if replica is not None:
+            await replica.stop()
+        await stack.stop()
+        await proxy.close()
+        await drop()
+    saved = work / "scale-results.json"
+    saved.write_text(json.dumps({"args": vars(args), "points": points, "bursts": bursts, "check": check,
+                                 "warm": warm}))
+    print(f"results saved in {saved} (re-render: python -m bench.sync --scale-out --from-json {saved})", flush=True)
+    scale_report(args, points, bursts, check)
+
+
+def variant_summary(points: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per variant: percentiles of every change of its rounds pooled, and the median of the rounds' p99."""
+    out = {}
+    for name, _, _ in VARIANTS:
+        mine = [p for p in points if p["variant"] == name]
+        pooled = [lag for p in mine for lag in p["lags"]]
+        out[name] = {"n": len(pooled), "p50": pct(pooled, 0.5), "p99": pct(pooled, 0.99),
+                     "max": max(pooled, default=float("nan")),
+                     "round_p99_median": statistics.median(p["p99"] for p in mine),
+                     "round_p99_min": min(p["p99"] for p in mine), "round_p99_max": max(p["p99"] for p in mine),
+                     "round_p50_median": statistics.median(p["p50"] for p in mine),
+                     "load_min": min(min(p["load_start"], p["load"]) for p in mine),
+                     "load_max": max(max(p["load_start"], p["load"]) for p in mine)}
+    return out
+
+
+def scale_report(args: argparse.Namespace, points: list[dict[str, Any]], bursts: list[dict[str, Any]],
+                 check: dict[str, Any]) -> None:
+    def ms(value: float) -> str:
+        return f"{value * 1000:.0f} ms"
+
+    rows = []
+    for p in points:
+        spread = p["spread"]
+        share = f"{spread[0]} / {spread[1]}" if p["apis"] == 2 else f"{spread[0]}"
+        cpu = p["cpu"]
+        rows.append(f"| {p['round']} | {p['variant']} | {p['achieved']:.1f}/s | {p['n']} ({p['found']}) | "
+                    f"**{ms(p['p50'])}** | **{ms(p['p99'])}** | {ms(p['max'])} | "
+                    f"{ms(p['to_bc_p50'])} / {ms(p['to_bc_p99'])} | {ms(p['to_dv_p50'])} / {ms(p['to_dv_p99'])} | "
+                    f"{p['drain']:.1f} s | {share} | {cpu['worker']:.1f} / {cpu['api']:.1f} / {cpu['sandbox']:.1f} | "
+                    f"{p['load_start']:.1f} → {p['load']:.1f} |")
+    summary = variant_summary(points)
+    one, many = (summary[name] for name, _, _ in VARIANTS)
+    ratio = many["p99"] / one["p99"]
+    ratio_rounds = many["round_p99_median"] / one["round_p99_median"]
+    summary_rows = [f"| {name} | {s['n']} | {ms(s['p50'])} | **{ms(s['p99'])}** | {ms(s['max'])} | "
+                    f"{ms(s['round_p99_median'])} [{ms(s['round_p99_min'])}-{ms(s['round_p99_max'])}] | "
+                    f"{s['load_min']:.1f}-{s['load_max']:.1f} |" for name, s in summary.items()]
+    dup = check["duplicates"]
+    dup_count = sum(len(dup[k]) for k in ("bc_duplicated", "dv_duplicated"))
+    missing = len(dup["missing_in_bc"]) + len(dup["missing_in_dv"])
+    burst_rows = [f"| {b['variant']} | {b['records']} x {b['updates']} | {b['sent_seconds']:.1f} s | "
+                  f"{len(b['mismatched'])} | {b['converged_seconds']:.1f} s | {b['load']:.1f} |" for b in bursts]
+    met = ratio <= 1.0
+    table = "\n".join([
+        "| round | variant | achieved | changes (written) | p50 | p99 | max | p50 / p99 Sales→BC | p50 / p99 BC→Sales "
+        "| last write after schedule end | requests per api | CPU ms per change: workers / apis / sandbox "
+        "| load (1 min) start → end |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", *rows])
+    dup_names = ", ".join((dup["bc_duplicated"] + dup["dv_duplicated"])[:5])
+    missing_names = ", ".join((dup["missing_in_bc"] + dup["missing_in_dv"])[:5])
+    recurs = 2 * args.pool / args.scale_rate
+    spread_b = [p["spread"] for p in points if p["apis"] == 2]
+    total_b = [sum(s) for s in spread_b]
+    share_b = statistics.median(s[1] / t for s, t in zip(spread_b, total_b, strict=True) if t) if spread_b else 0.0
+    body = f"""
+`python -m bench.sync --scale-out --rounds {args.rounds} --seconds {args.seconds:g} --scale-rate {args.scale_rate:g}`
+(not part of `make bench`). Machine: {machine()}, shared with other sessions (1-minute load in the tables).
+Same processes, warm-up, load and lag method as *Sync (end-to-end lag and throughput)* above ({args.pool} coupled
+records per side, one change in ten a create, Sales and BC alternating, open loop at {args.scale_rate:g} changes/s,
+{args.seconds:g} s per point), on one fresh PostgreSQL database and one broker namespace. Two variants
+alternate in the same run, {args.rounds} rounds each, in the order A B, B A, A B… so that drift in the machine's
+load hits both alike: **A** = one `bcsync api` + one `bcsync worker`; **B** = two `bcsync api` processes (the
+second on its own port, same database and namespace) + three workers. The first api and the first worker run
+throughout; before each point the second api and the extra workers are started (B) or stopped (A), then 5 s
+of changes at the same rate warm the fresh processes up unmeasured.
+
+**How webhooks reach two replicas.** The sandbox, like BC and Dataverse, delivers each BC subscription and
+each Dataverse service endpoint to one URL. Both are registered once with a round-robin reverse proxy
+(bench/proxy.py, in the benchmark's process) that stands in for the load balancer of a real deployment:
+each request goes to the next api in turn, so consecutive notifications of one record can be stored by
+different replicas, and both replicas' relays (and the workers' relays) publish from the one outbox with
+`FOR UPDATE SKIP LOCKED`. The proxy is in front of the api in variant A too (one upstream), so the comparison
+is replicas against replicas. Share of webhook requests taken by the second api in B: {share_b:.0%} (median
+over the rounds; column "requests per api").
+
+{table}
+
+Per variant, every change of its rounds pooled (and the spread of the rounds' own p99):
+
+| variant | changes | p50 | p99 | max | p99 of the rounds: median [min-max] | load (1 min) |
+|---|---:|---:|---:|---:|---:|---:|
+{chr(10).join(summary_rows)}
+
+p99 ratio B / A: **{ratio:.2f}** pooled, {ratio_rounds:.2f} on the rounds' median p99 (goal: ≤ 1, B not worse
+than A) — **{'met' if met else 'not met'}**.
+
+**Correctness at that scale.** At the end of the run: {dup['bc_records']} benchmark customers in BC and
+{dup['dv_records']} accounts in Sales under {dup['names']} distinct names (pools, creates of every point);
+names present more than once: **{dup_count}**{f' ({dup_names})' if dup_count else ''};
+names missing on one side: {missing}{f' ({missing_names})' if missing else ''}.
+Per-record ordering: for each of the {check['checked']} (record, field) pairs the humans changed, the value at the
+destination equals the newest value written at the source: **{len(check['mismatched'])} mismatches**
+({check['unsure']} records skipped because a human write failed). Proxy answers without an upstream:
+{check['proxy_failures']}; dead letters: {check['dead_letters']:.0f}. The lag rounds change a record again only every
+{recurs:.0f} s, so ordering is stressed by a burst per variant: {args.burst_records} records per side, each updated
+{args.burst_updates} times in a row as fast as the sandbox answers (all records at once), then every
+destination checked for the last value:
+
+| variant | records x updates | sent in | not at the last value | all at the last value after | load (1 min) |
+|---|---:|---:|---:|---:|---:|
+{chr(10).join(burst_rows)}
+"""
+    write_section(SCALE_SECTION.format(rate=args.scale_rate),
+                  body + "\n" + scale_reading(points, summary, bursts, check, ratio))
+    print(body)
+    print(scale_reading(points, summary, bursts, check, ratio))
+
+
+def scale_reading(points: list[dict[str, Any]], summary: dict[str, dict[str, float]], bursts: list[dict[str, Any]],
+                  check: dict[str, Any], ratio: float) -> str:
+    """The reading, computed from the figures (so that a re-run cannot contradict it)."""
+    one, many = (summary[name] for name, _, _ in VARIANTS)
+    out = [f"**Reading.** Pooled p99: A {one['p99'] * 1000:.0f} ms, B {many['p99'] * 1000:.0f} ms (ratio {ratio:.2f}); "
+           f"p50 A {one['p50'] * 1000:.0f} ms, B {many['p50'] * 1000:.0f} ms."]
+    behind = [p for p in points if p["drain"] > 5]
+    if behind and len(behind) < len(points):
+        out.append("Points that fell behind: " + ", ".join(f"round {p['round']} {p['variant']}" for p in behind) + ".")
+    elif not behind:
+        out.append("Every point kept up (last write within 5 s of the schedule's end).")
+    cpu = {name: statistics.median(sum(p["cpu"].values()) for p in points if p["variant"] == name)
+           for name, _, _ in VARIANTS}
+    a_name, b_name = (name for name, _, _ in VARIANTS)
+    out.append(f"CPU per change, all processes: A {cpu[a_name]:.0f} ms, B {cpu[b_name]:.0f} ms (median over the "
+               "rounds).")
+    # how much of its one core the single worker of A needed at this rate: near 1, A queues and B's extra
+    # workers could add capacity — if the machine has cores to spare; far below 1, B can at best tie
+    busy = statistics.median(p["cpu"]["worker"] * p["rate"] / 1000 for p in points if p["variant"] == a_name)
+    cores = {name: cpu[name] * points[0]["rate"] / 1000 for name in cpu}
+    if behind and len(behind) == len(points):
+        out.append(f"Every point fell behind: the machine was the limit, not the number of processes. At "
+                   f"{points[0]['rate']:g} changes/s the stack needed {cores[a_name]:.1f} cores (A) and "
+                   f"{cores[b_name]:.1f} (B) of the two, which other sessions shared (load in the tables); A's one "
+                   f"worker alone needed {busy:.2f} of a core. More processes on the same two cores cannot add "
+                   f"capacity, and B spent {100 * (cpu[b_name] / cpu[a_name] - 1):.0f}% more CPU per change (two "
+                   "relays and five processes polling, leasing and switching instead of two), so it drained its "
+                   "backlog no faster. These rounds measure saturation; the comparison the acceptance means (B "
+                   "not worse than A at a rate both carry) needs cores to spare for B's three workers.")
+    elif busy >= 0.8:
+        out.append(f"A's one worker needed {busy:.2f} of a core at this rate: it was at its ceiling and queued, "
+                   "while B's three workers share the events; this is the case scale-out is for.")
+    else:
+        out.append(f"A's one worker needed {busy:.2f} of a core at this rate, well below its ceiling: B cannot be "
+                   "faster by adding capacity and on two cores can only tie or lose to the extra processes' "
+                   "scheduling; its gain is headroom and surviving the loss of a replica.")
+    if ratio > 1.0 and not (behind and len(behind) == len(points)):
+        out.append("B's p99 is above A's here. With 600 changes per point, p99 is the 6th-slowest change, and on a "
+                   "shared two-core machine a few changes caught behind another session's CPU burst decide it; see "
+                   "the rounds' spread and load above before reading it as a property of the replicas.")
+    clean = (not check["mismatched"] and not any(b["mismatched"] for b in bursts)
+             and not check["duplicates"]["bc_duplicated"] and not check["duplicates"]["dv_duplicated"])
+    out.append("No duplicate creation and every record at its last value, including after the bursts."
+               if clean else "Correctness problems were found: see the counts above and the saved results.")
+    return " ".join(out)
 
 
 async def humans_close(humans: Humans | None) -> None:
@@ -706,10 +1106,22 @@ if __name__ == "__main__":
     parser.add_argument("--records", type=int, default=500)
     parser.add_argument("--rates", type=float, nargs="+", default=[20.0, 100.0])
     parser.add_argument("--from-json", type=Path, help="write the section from a saved run instead of measuring")
+    parser.add_argument("--scale-out", action="store_true",
+                        help="only the scale-out comparison: 2 api replicas + 3 workers against 1 api + 1 worker")
+    parser.add_argument("--rounds", type=int, default=3, help="scale-out: rounds per variant")
+    parser.add_argument("--scale-rate", type=float, default=20.0, help="scale-out: changes/s of every point")
+    parser.add_argument("--burst-records", type=int, default=20, help="scale-out: records per side in the burst")
+    parser.add_argument("--burst-updates", type=int, default=8, help="scale-out: updates per record in the burst")
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.pool, args.records = 10.0, 60, 100
-    if args.from_json:
+    if args.scale_out and args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        scale_report(argparse.Namespace(**{**saved["args"], "from_json": None}), saved["points"], saved["bursts"],
+                     saved["check"])
+    elif args.scale_out:
+        asyncio.run(scale_out(args))
+    elif args.from_json:
         saved = json.loads(args.from_json.read_text())
         args = argparse.Namespace(**{**saved["args"], "from_json": None})
         report(args, saved["lags"], saved["runs"], saved["warm"])

@@ -28,6 +28,11 @@ WEBHOOK_CONTRACT = 8
 AUTH_WEBHOOK_KEY, AUTH_HTTP_HEADER, AUTH_QUERY_STRING = 4, 5, 6
 SIZE_LIMIT = 256 * 1024
 RETRY_STATUSES = {502, 503, 504}
+# Deliveries in flight at once; more wait their turn here. Unbounded, a burst of changes (the soak's 50/s)
+# queues hundreds of requests inside httpx's connection pool, whose bookkeeping costs grow with queued
+# requests x connections on every request: the sandbox then spent its whole core there and deliveries
+# timed out after 60 s (bench/soak.py). Real Dataverse also posts a bounded number of webhooks at a time.
+MAX_DELIVERIES_IN_FLIGHT = 32
 
 
 @dataclass
@@ -80,6 +85,7 @@ class Dispatcher:
         self.deliveries: list[Delivery] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
+        self._slots = asyncio.Semaphore(MAX_DELIVERIES_IN_FLIGHT)
         org.listeners.append(self.on_change)
 
     # --- matching ---------------------------------------------------------------------------------------
@@ -158,6 +164,10 @@ class Dispatcher:
         delivery.outcome = "failed"
 
     async def _post(self, url: str, headers: dict[str, str], payload: str) -> tuple[int | None, str | None]:
+        async with self._slots:  # the 60 s below is the call's own, not the wait for a slot
+            return await self._post_now(url, headers, payload)
+
+    async def _post_now(self, url: str, headers: dict[str, str], payload: str) -> tuple[int | None, str | None]:
         if self._client is None:
             self._client = httpx.AsyncClient(transport=self.transport, timeout=self.timeout)
         try:
