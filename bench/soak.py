@@ -41,7 +41,7 @@ from typing import Any
 import httpx
 
 from bench.common import DOC, machine, queue_depths, write_section
-from bench.loadgen import RawHttp
+from bench.loadgen import RawHttp, read_message
 from bench.sync import UNLIMITED, Change, Listener, epoch, fresh_database, load, pct
 from schemas.mappings import MAPPINGS
 from service.topology import Topology
@@ -96,12 +96,7 @@ class BcListener:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                body = await reader.readexactly(length)
+                head, body = await read_message(reader)
                 target = head.split(b" ", 2)[1].decode()
                 token = re.search(r"validationToken=([^&]+)", target)
                 if token:  # the subscription handshake: echo the token

@@ -33,7 +33,7 @@ import httpx
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.common import free_port, machine, queue_depths, write_section
-from bench.loadgen import RawHttp
+from bench.loadgen import RawHttp, read_message
 from bench.proxy import RoundRobinProxy
 from service.topology import Topology
 from tests.conftest import BROKER_URL, POSTGRES_ADMIN_URL
@@ -77,12 +77,7 @@ class Listener:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                body = await reader.readexactly(length)
+                _, body = await read_message(reader)
                 arrived = time.time()
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
                 self._record(body, arrived)
