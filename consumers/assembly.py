@@ -55,7 +55,7 @@ async def follow_settings(db: Database, engine: SyncEngine, worker: Worker) -> N
 
 def assemble(settings: Settings, db: Database, broker: Broker) -> Assembly:
     bc, dv = make_clients(settings)
-    engine = SyncEngine(db, {})
+    engine = SyncEngine(db, {}, concurrency=settings.worker_concurrency)
 
     async def redrive(mapping: str, event_json: str) -> None:
         await broker.publish("", broker.topology.mapping_queue(mapping), event_json.encode(),

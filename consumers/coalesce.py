@@ -6,15 +6,21 @@ starts after the last of them arrived gives the same result as seven runs one af
 the six others wait for the record's lease (and, after a while, go round the delay queue) while holding
 prefetch slots that other records could use.
 
-The events that were folded in are acknowledged when the re-run that covers them ends, and fail with it: a
-failure sends every one of them to the retry path, as if each had run alone. Accounting: each run (the first
-and every re-run) stands for one event; the others folded into a re-run had no run of their own, and `run`
-returns how many, so that runs + those = events.
+Runs also wait for one of a fixed number of slots (`BCSYNC_WORKER_CONCURRENCY`): RabbitMQ's prefetch applies
+per queue and a worker consumes about a dozen, so without a limit of its own a worker would start hundreds of
+runs at once against a database pool of a few dozen connections. Only runs take a slot; an event that finds
+its record's run still waiting for one is covered by that run's first pass and needs no pass of its own.
+
+The events that were folded in are acknowledged when the run that covers them ends, and fail with it: a
+failure sends every one of them to the retry path, as if each had run alone. Accounting: each pass stands for
+one event; the others folded in had no pass of their own, and `run` returns how many, so that passes + those
+= events.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 
@@ -22,30 +28,40 @@ from dataclasses import dataclass
 @dataclass
 class _Run:
     finished: asyncio.Future[None]
+    started: bool = False  # the first pass holds a slot and has begun reading
     again: bool = False  # an event arrived after the current pass began reading
-    deleted: bool = False  # and one of those said the record was deleted
+    deleted: bool = False  # one of the events not yet covered by a pass said the record was deleted
     waiting: int = 0  # events folded in since the current pass began
+    before: int = 0  # events folded in before the first pass began: that pass covers them
 
 
 class Coalescer:
-    def __init__(self) -> None:
+    def __init__(self, slots: asyncio.Semaphore | None = None) -> None:
         self._runs: dict[Hashable, _Run] = {}
+        self._slots = slots
 
     async def run(self, key: Hashable, job: Callable[[bool], Awaitable[None]], deleted: bool) -> int:
         """Run `job(deleted)` for `key`, or fold into the run already going on (then 0 is returned once the
-        run has ended). The caller that ran it gets the number of folded events that had no run of their own."""
+        run has ended). The caller that ran it gets the number of folded events that had no pass of their own."""
         current = self._runs.get(key)
         if current is not None:
-            current.again = True
             current.deleted = current.deleted or deleted
-            current.waiting += 1
+            if current.started:
+                current.again = True
+                current.waiting += 1
+            else:
+                current.before += 1
             await asyncio.shield(current.finished)  # a cancelled follower must not cancel the run
             return 0
-        current = _Run(asyncio.get_running_loop().create_future())
+        current = _Run(asyncio.get_running_loop().create_future(), deleted=deleted)
         self._runs[key] = current
         try:
-            await job(deleted)  # this caller's own event: if it fails, the caller and any folded events retry
-            return await self._rerun(current, job)
+            async with self._slots if self._slots is not None else contextlib.nullcontext():
+                current.started = True
+                first_deleted, current.deleted = current.deleted, False
+                await job(first_deleted)  # the caller's own event: if it fails, the caller and folded events retry
+                absorbed = await self._rerun(current, job)
+                return 0 if absorbed is None else current.before + absorbed
         except asyncio.CancelledError:
             current.finished.cancel()
             raise
@@ -57,8 +73,9 @@ class Coalescer:
             del self._runs[key]
 
     @staticmethod
-    async def _rerun(current: _Run, job: Callable[[bool], Awaitable[None]]) -> int:
-        """Re-run while events were folded in; they end with the last re-run (the caller's event is done)."""
+    async def _rerun(current: _Run, job: Callable[[bool], Awaitable[None]]) -> int | None:
+        """Re-run while events were folded in; they end with the last re-run (the caller's event is done).
+        None if a re-run failed: then every folded event fails with it and comes back by the retry path."""
         absorbed = 0
         while current.again:
             folded, deleted = current.waiting, current.deleted
@@ -70,7 +87,7 @@ class Coalescer:
             except Exception as exc:  # only the folded events fail: they are retried, the caller's is applied
                 current.finished.set_exception(exc)
                 current.finished.exception()
-                return absorbed
+                return None
             absorbed += folded - 1  # the re-run stands for one of them
         current.finished.set_result(None)
         return absorbed

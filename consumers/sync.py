@@ -59,11 +59,13 @@ class Applied:
 
 
 class SyncEngine:
-    def __init__(self, db: Database, rules: dict[str, Rule], redrive: Redrive | None = None) -> None:
+    def __init__(self, db: Database, rules: dict[str, Rule], redrive: Redrive | None = None,
+                 concurrency: int = 16) -> None:
         self.db = db
         self.rules = rules
         self.redrive = redrive
-        self.coalescer = Coalescer()  # events of a record already being applied here fold into one re-run
+        self.slots = asyncio.Semaphore(concurrency)  # runs of live events and reconciliations at once
+        self.coalescer = Coalescer(self.slots)  # events of a record already being applied here fold into one re-run
 
     # --- entry points -------------------------------------------------------------------------------------------
 
@@ -74,20 +76,21 @@ class SyncEngine:
         if not rule.handles(side, event.entity):
             return
         if event.change_type == "collection":
-            await self.reconcile(rule, side, event)
+            async with self.slots:
+                await self.reconcile(rule, side, event)
             return
         assert event.record_id is not None
         record_id = await rule.event_record_id(side, event)  # a line's event concerns its document
         if record_id is None:
             return
         deleted = event.change_type == "deleted" and record_id.lower() == event.record_id.lower()
-        async with self.db.session() as session:
-            skipped = await synclog.is_skipped(session, rule.name, event.source, record_id.lower())
-        if skipped:  # failed twice the same way: waits for an operator's retry (admin API)
-            SYNC_RECORDS.labels(rule.name, direction_of(OTHER[side]), "skipped").inc()
-            return
 
         async def run(deleted: bool) -> None:
+            async with self.db.session() as session:  # in the run: only runs take database connections
+                skipped = await synclog.is_skipped(session, rule.name, event.source, record_id.lower())
+            if skipped:  # failed twice the same way: waits for an operator's retry (admin API)
+                SYNC_RECORDS.labels(rule.name, direction_of(OTHER[side]), "skipped").inc()
+                return
             try:
                 await self.sync_record(rule, side, record_id, deleted=deleted)
             except (SyncFailure, ApiError) as exc:

@@ -14,7 +14,13 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def make_engine(url: str) -> AsyncEngine:
+API_POOL = (10, 20)  # connections kept, and opened beyond them at peaks (the api's requests are short)
+
+
+def make_engine(url: str, pool: tuple[int, int] = API_POOL) -> AsyncEngine:
+    """`pool`: PostgreSQL's (pool_size, max_overflow). A process that knows how many sessions it runs at once
+    keeps that many open: connections opened beyond pool_size are closed again after use, and each new one
+    costs a TLS handshake and a fresh asyncpg connection."""
     if is_sqlite(url):
         # One connection per process: SQLite has a single write lock anyway, and writers queueing on the
         # pool wait far less than writers sleeping in SQLite's busy handler.
@@ -31,13 +37,14 @@ def make_engine(url: str) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_timeout=5)
+    size, overflow = pool
+    return create_async_engine(url, pool_size=size, max_overflow=overflow, pool_pre_ping=True, pool_timeout=5)
 
 
 class Database:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool: tuple[int, int] = API_POOL) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, pool)
         self._sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
 
     @property

@@ -99,3 +99,58 @@ async def test_a_failed_rerun_fails_only_the_folded_events() -> None:
         with pytest.raises(RuntimeError, match="boom"):
             await task
     assert job.runs == [False, False]
+
+
+async def test_runs_wait_for_a_slot_and_events_folded_before_the_first_pass_need_no_rerun() -> None:
+    slots = asyncio.Semaphore(1)
+    coalescer, job = Coalescer(slots), SlowJob()
+    first = asyncio.create_task(coalescer.run("a", job, False))
+    await asyncio.sleep(0)
+    queued = asyncio.create_task(coalescer.run("b", job, False))  # no slot free: waits without reading
+    await asyncio.sleep(0)
+    folded = [asyncio.create_task(coalescer.run("b", job, flag)) for flag in (False, True)]
+    await asyncio.sleep(0.01)
+    assert len(job.runs) == 1  # one slot: only "a" runs
+    job.gate.set()
+    results = await asyncio.gather(first, queued, *folded)
+    assert job.runs == [False, True]  # "b" ran once, after its three events, and saw the delete among them
+    assert results == [0, 2, 0, 0]  # one pass stands for three events: two had none of their own
+
+
+class SteppedJob:
+    """Each run waits for its own go-ahead (`step()` lets the oldest waiting run finish); run 2 fails."""
+
+    def __init__(self) -> None:
+        self.runs: list[bool] = []
+        self.gates: list[asyncio.Event] = []
+
+    async def __call__(self, deleted: bool) -> None:
+        self.runs.append(deleted)
+        gate = asyncio.Event()
+        self.gates.append(gate)
+        await gate.wait()
+        if len(self.gates) == 3 and gate is self.gates[2]:
+            raise RuntimeError("boom")
+
+    async def step(self) -> None:
+        next(g for g in self.gates if not g.is_set()).set()
+        await asyncio.sleep(0.01)
+
+
+async def test_a_failed_rerun_fails_events_folded_before_the_first_pass_too() -> None:
+    coalescer, job = Coalescer(asyncio.Semaphore(1)), SteppedJob()
+    blocker = asyncio.create_task(coalescer.run("x", job, False))  # holds the only slot
+    await asyncio.sleep(0)
+    first = asyncio.create_task(coalescer.run("order-1", job, False))
+    await asyncio.sleep(0)
+    before = asyncio.create_task(coalescer.run("order-1", job, False))  # covered by order-1's first pass
+    await job.step()  # "x" ends; order-1's first pass begins
+    during = asyncio.create_task(coalescer.run("order-1", job, False))  # needs a re-run
+    await job.step()  # the first pass ends well; the re-run begins
+    await job.step()  # the re-run fails
+    assert await blocker == 0
+    assert await first == 0  # nothing counted as folded: the folded events come back by the retry path
+    for task in (before, during):
+        with pytest.raises(RuntimeError, match="boom"):
+            await task
+    assert len(job.runs) == 3

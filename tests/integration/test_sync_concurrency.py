@@ -1,0 +1,38 @@
+"""A worker applies at most BCSYNC_WORKER_CONCURRENCY records at once, however many events it holds."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from consumers.sync import SyncEngine
+from tests.integration.sync_world import World
+
+
+async def test_events_beyond_the_concurrency_wait_for_a_slot_and_all_apply(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = world.engine
+    limited = SyncEngine(engine.db, engine.rules, concurrency=3)
+    monkeypatch.setattr(world, "engine", limited)
+    accounts = [(await world.human.dv_create("accounts", {"name": f"Slot {n} Ltd", "customertypecode": 3}))
+                ["accountid"] for n in range(12)]
+    running, peak = 0, 0
+    sync_record = limited.sync_record
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        try:
+            await asyncio.sleep(0.02)  # long enough for every event to be waiting at once
+            return await sync_record(*args, **kwargs)
+        finally:
+            running -= 1
+
+    monkeypatch.setattr(limited, "sync_record", counted)
+    await asyncio.gather(*(world.dv_event("CUSTOMER", "account", a, "created") for a in accounts))
+    assert peak == 3, f"{peak} records were applied at once"
+    customers = await world.human.bc_find("customers", "startswith(displayName,'Slot ')")
+    assert len(customers) == 12
