@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from consumers.errors import RecordBusy
 from service.logging import get_logger
@@ -20,6 +23,8 @@ from service.store.db import Database
 log = get_logger(__name__)
 
 LEASE_SECONDS = 20.0  # renewed every LEASE_SECONDS / 4 while the run lasts
+T = TypeVar("T")
+
 LOCK_TRIES, LOCK_WAIT = 8, 0.05  # up to ~1.8 s of waiting for a busy record before giving up (RecordBusy)
 
 
@@ -30,19 +35,27 @@ class Lease:
         self.keys: list[str] = []
         self._renewal: asyncio.Task[None] | None = None
 
-    async def add(self, keys: Sequence[str], what: str, *, wait: bool = True) -> None:
+    async def add(self, keys: Sequence[str], what: str, *, wait: bool = True,
+                  then: Callable[[AsyncSession], Awaitable[T]] | None = None) -> T | None:
         """Hold `keys` too (all or none), else RecordBusy. With `wait`, a busy key is tried again for a moment
         — only while this lease holds nothing yet: a run that holds keys while waiting for more could wait for
-        a run that waits for it (two runs of one coupled pair, one from each side)."""
+        a run that waits for it (two runs of one coupled pair, one from each side). `then` reads what the
+        lease protects in the same transaction (one round of the store fewer per run) and its result is
+        returned."""
         wanted = sorted(set(self.keys) | set(keys))
         tries = LOCK_TRIES if wait and not self.keys else 1
         for attempt in range(tries):
+            result: T | None = None
             async with self.db.session() as session:
-                if await locks.acquire(session, wanted, self.owner, LEASE_SECONDS):
-                    self.keys = wanted
-                    self._renew()
-                    return
-                await session.rollback()  # give back what this attempt took: all or none
+                taken = await locks.acquire(session, wanted, self.owner, LEASE_SECONDS)
+                if taken:
+                    result = await then(session) if then is not None else None
+                else:
+                    await session.rollback()  # give back what this attempt took: all or none
+            if taken:  # committed: only now is it this lease's to renew and release
+                self.keys = wanted
+                self._renew()
+                return result
             if attempt + 1 < tries:
                 # Usually the holder is another run in this very worker that is about to finish: waiting a
                 # moment here is far cheaper than a round trip through a delay queue.
@@ -63,11 +76,17 @@ class Lease:
             except Exception as exc:  # the store is away: the next renewal tries again
                 log.warning("could not renew a record lease", error=str(exc)[:300])
 
-    async def release(self) -> None:
+    async def release(self, session: AsyncSession | None = None) -> None:
+        """Give the keys back, in `session` if given (committed with the caller's other writes)."""
         if self._renewal is not None:
             self._renewal.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewal
-        if self.keys:
-            async with self.db.session() as session:
-                await locks.release(session, self.keys, self.owner)
+            self._renewal = None
+        if not self.keys:
+            return
+        if session is not None:
+            await locks.release(session, self.keys, self.owner)
+        else:
+            async with self.db.session() as own:
+                await locks.release(own, self.keys, self.owner)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from consumers.coalesce import Coalescer
 from consumers.errors import Conflict, CoupledMeanwhile, MissingDependency, RecordBusy, Skip, SyncFailure
 from consumers.lease import Lease
@@ -169,9 +171,11 @@ class SyncEngine:
                 applied = None
                 raise
         finally:
-            await lease.release()
-            if applied is not None:
-                async with self.db.session() as session:
+            if applied is None:
+                await lease.release()
+            else:
+                async with self.db.session() as session:  # the lease ends with the count: one transaction
+                    await lease.release(session)
                     await synclog.count(session, rule.name, applied.direction, kind, _bucket(kind),
                                         Counter({applied.result: 1}))
                     if applied.result != "failed":
@@ -194,9 +198,11 @@ class SyncEngine:
             if coupling is not None:
                 keys.append(f"{rule.name}:{OTHER[side]}:{_id(coupling, OTHER[side])}")
             lease = Lease(self.db)
-            await lease.add(keys, what)
-            async with self.db.session() as session:  # coupled (or re-coupled) while we waited?
-                now = await couplings.find(session, rule.name, side, record_id)
+
+            async def current(session: AsyncSession) -> Coupling | None:  # coupled (or re-coupled) meanwhile?
+                return await couplings.find(session, rule.name, side, record_id)
+
+            now = await lease.add(keys, what, then=current)
             if (now and (now.id, now.bc_id, now.dataverse_id)) == (coupling and (coupling.id, coupling.bc_id,
                                                                                 coupling.dataverse_id)):
                 return lease, now
