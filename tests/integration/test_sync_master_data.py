@@ -1,5 +1,8 @@
 """CURRENCY, UNITOFMEASURE, ITEM-PRODUCT, RESOURCE-PRODUCT, SALESPEOPLE and CONTACT through the engine."""
 
+import asyncio
+from typing import Any
+
 import pytest
 
 from consumers.errors import MissingDependency
@@ -80,6 +83,25 @@ async def test_salespeople_from_sales_users_and_not_the_other_way(world: World) 
     local = await world.human.bc_create("salespeoplePurchasers", {"code": "JR", "displayName": "Local"})
     applied = await world.engine.sync_record(world.engine.rules["SALESPEOPLE"], "bc", local["id"])
     assert applied.result == "skipped"
+
+
+async def test_sales_users_created_together_get_distinct_salesperson_codes(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight users at once in one worker: each gets its own code at the first try (no 409 round trips)."""
+    create, tries = world.ctx.bc.create, []
+
+    async def counted(entity_set: str, body: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        tries.append(entity_set)
+        return await create(entity_set, body, **kwargs)
+
+    monkeypatch.setattr(world.ctx.bc, "create", counted)
+    users = [await world.human.dv_create("systemusers", {"firstname": "Rep", "lastname": f"No{n}", "islicensed": True,
+                                                         "isdisabled": False}) for n in range(8)]
+    await asyncio.gather(*(world.dv_event("SALESPEOPLE", "systemuser", u["systemuserid"], "created") for u in users))
+    codes = [(await world.human.bc_get("salespeoplePurchasers", await coupled(
+        world, "SALESPEOPLE", "dataverse", u["systemuserid"])))["code"] for u in users]
+    assert len(set(codes)) == 8 and all(c.startswith("SP") for c in codes)
+    assert tries.count("salespeoplePurchasers") == 8
 
 
 async def test_a_customer_whose_salesperson_has_no_user_fails_naming_it_and_syncs_once_it_is_coupled(world: World) -> None:
