@@ -1,5 +1,6 @@
 """Request bodies with a hard size limit (checked while streaming, not after): in the webhook doors, and
-for every other route as middleware."""
+for every other route as middleware. The middleware also notes, on every route, a client that went away
+before sending its whole body (a plain log line: no traceback, and the route stores nothing)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.logging import get_logger
+
+log = get_logger(__name__)
 
 MAX_BODY = 1024 * 1024  # 1 MiB, as the contract says
 
@@ -43,22 +48,28 @@ class BodyLimit:
         self.app, self.limit, self.skip_prefix = app, limit, skip_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(self.skip_prefix):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limited = not scope["path"].startswith(self.skip_prefix)  # the doors answer 413 in their own format
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+        if limited and declared is not None and declared.isdigit() and int(declared) > self.limit:
             await JSONResponse({"detail": BodyTooLarge().detail}, status_code=413)(scope, receive, send)
             return
-        size = 0
+        size, ended = 0, False
 
         async def bounded_receive() -> Message:
-            nonlocal size
+            nonlocal size, ended
             message = await receive()
             if message["type"] == "http.request":
                 size += len(message.get("body", b""))
-                if size > self.limit:
+                ended = not message.get("more_body", False)
+                if limited and size > self.limit:
                     raise BodyTooLarge()
+            elif message["type"] == "http.disconnect" and not ended:
+                ended = True  # noted once; the route sees starlette's ClientDisconnect and gives up
+                log.info("client left before its body was read", method=scope["method"], path=scope["path"],
+                         received=size)
             return message
 
         await self.app(scope, bounded_receive, send)

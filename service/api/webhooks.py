@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader, APIKeyQuery
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 
 from schemas.business_central import NotificationBatch
 from schemas.dataverse import RemoteExecutionContext
@@ -156,6 +157,8 @@ async def _read(request: Request, source: str, model: type[Payload], what: str) 
         body = await read_bounded_body(request)
     except BodyTooLarge as exc:
         return _answer(source, "invalid", 413, str(exc.detail))
+    except ClientDisconnect:  # logged by the BodyLimit middleware; nobody is left to read an answer
+        return _answer(source, "invalid", 400, "the client left before sending its whole body")
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
