@@ -709,10 +709,7 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], processes: list
                     "than that would only take CPU from the api, the sandbox and this script on two cores."
                     if not math.isnan(worker_ms) and worker_ms > 0 else f"Workers: {args.workers}.")
     if args.prefetch:
-        workers_text += (f" Worker prefetch {args.prefetch} (`BCSYNC_WORKER_PREFETCH`): RabbitMQ applies it per "
-                         "consumer and a worker consumes every mapping queue, so the default 32 lets one worker run "
-                         "about 11 x 32 events at once against a database pool of 10 + 20 connections with a 5 s "
-                         "wait; under load that ends in pool timeouts and retries instead of work.")
+        workers_text += f" Worker prefetch {args.prefetch} (`BCSYNC_WORKER_PREFETCH`, per mapping queue)."
     total_ms = summary.get("cpu_ms_per_change", float("nan"))
     if args.rate < 50 and not math.isnan(total_ms):
         workers_text += (f" The rate is {args.rate:g} changes/s, not the issue's 50: at the CPU per change measured "
@@ -945,10 +942,7 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=5, help="minutes before memory and lag are judged")
     parser.add_argument("--sample", type=float, default=60.0, help="seconds between samples")
-    # The prefetch is per consumer, and a worker consumes every mapping queue: at the default 32 a worker may
-    # run ~11 x 32 events at once against a database pool of 10 + 20 connections (5 s pool timeout). Under
-    # this load that ends in pool timeouts and retries instead of work (see docs/benchmarks.md, Soak).
-    parser.add_argument("--prefetch", type=int, default=4,
+    parser.add_argument("--prefetch", type=int, default=0,
                         help="BCSYNC_WORKER_PREFETCH of the workers (0: the service's default)")
     parser.add_argument("--out", default=str(DOC.parent), help="directory of soak.csv, soak.json, soak.png")
     parser.add_argument("--no-doc", action="store_true", help="do not write the section of docs/benchmarks.md")
