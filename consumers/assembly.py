@@ -9,6 +9,7 @@ from typing import Any
 
 from consumers.handlers import HANDLERS, Handler
 from consumers.jobs.runner import JobRunner
+from consumers.memory import trim_memory
 from consumers.peers import share_budgets
 from consumers.rules import build_rules
 from consumers.rules.context import SyncContext
@@ -77,6 +78,7 @@ def assemble(settings: Settings, db: Database, broker: Broker) -> Assembly:
     budgets = [budget for budget in (bc.budget, dv.budget) if budget is not None]
 
     def background(worker: Worker) -> list[Coroutine[Any, Any, None]]:
-        return [follow_settings(db, engine, worker), jobs.run(), share_budgets(db, budgets)]
+        return [follow_settings(db, engine, worker), jobs.run(), share_budgets(db, budgets),
+                trim_memory(settings.worker_memory_trim_seconds)]
 
     return Assembly(engine, handlers, close, background)

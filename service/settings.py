@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     integration_tag: str = Field(default="bcsync", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     worker_prefetch: int = Field(default=32, ge=1, le=1000)  # per consumer, i.e. per mapping queue
     worker_concurrency: int = Field(default=16, ge=1, le=256)  # records one worker applies at once
+    worker_memory_trim_seconds: float = Field(default=60.0, ge=0)  # glibc malloc_trim interval; 0 = never
     worker_metrics_port: int = Field(default=9464, ge=0, le=65535)  # 0 = no metrics server
     retry_delays: str = "1,5,30,120,600"  # seconds of the retry delay queues, one per attempt
     dedupe_days: int = Field(default=7, ge=1)
