@@ -22,12 +22,15 @@ log = get_logger(__name__)
 
 def glibc_trim() -> Callable[[int], int] | None:
     """glibc's malloc_trim, or None where the C library has none."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
     try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")  # glibc's name since 1997; ask the system only if that fails
+    except OSError:
+        name = ctypes.util.find_library("c")
+        if name is None:
+            return None
+        libc = ctypes.CDLL(name)
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is None:
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     return trim

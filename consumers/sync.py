@@ -10,6 +10,7 @@ Conflicts: both sides' hashes differ from the stored ones → the mapping's conf
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 from collections import Counter
@@ -78,8 +79,7 @@ class SyncEngine:
         if not rule.handles(side, event.entity):
             return
         if event.change_type == "collection":
-            async with self.slots:
-                await self.reconcile(rule, side, event)
+            await self.reconcile(rule, side, event)
             return
         assert event.record_id is not None
         record_id = await rule.event_record_id(side, event)  # a line's event concerns its document
@@ -104,14 +104,16 @@ class SyncEngine:
             EVENTS_FOLDED.labels(rule.name).inc(absorbed)
 
     async def reconcile(self, rule: Rule, side: str, event: ChangeEvent) -> None:
-        """A collection notification: read the changed set (or everything, to find hidden deletes)."""
+        """A collection notification: read the changed set (or everything, to find hidden deletes). Each record
+        takes a slot of its own, so that a long reconciliation never keeps live events waiting for long."""
         seen: set[str] = set()
         kind = "reconcile"
         async for record in await rule.records(side, event.collection_filter):
             record_id = rule.record_id(side, record)
             seen.add(record_id)
             try:
-                await self.sync_record(rule, side, record_id, record=record, kind=kind)
+                async with self.slots:
+                    await self.sync_record(rule, side, record_id, record=record, kind=kind)
             except (SyncFailure, ApiError) as exc:
                 await self._record_error(rule, side, record_id, exc, None)
         if not event.full_reconcile:
@@ -122,7 +124,8 @@ class SyncEngine:
             for coupling in batch:
                 record_id = coupling.bc_id if side == "bc" else coupling.dataverse_id
                 if record_id not in seen:
-                    await self.sync_record(rule, side, record_id, deleted=True, kind=kind)
+                    async with self.slots:
+                        await self.sync_record(rule, side, record_id, deleted=True, kind=kind)
 
     async def sync_dependency(self, mapping: str, side: str, record_id: str) -> str | None:
         """Synchronize a referenced record first (if its mapping's direction allows); its coupled id."""
@@ -174,12 +177,17 @@ class SyncEngine:
             if applied is None:
                 await lease.release()
             else:
-                async with self.db.session() as session:  # the lease ends with the count: one transaction
-                    await lease.release(session)
-                    await synclog.count(session, rule.name, applied.direction, kind, _bucket(kind),
-                                        Counter({applied.result: 1}))
-                    if applied.result != "failed":
-                        await synclog.resolve_errors(session, rule.name, SOURCE_OF_SIDE[side], record_id)
+                try:
+                    async with self.db.session() as session:  # the lease ends with the count: one transaction
+                        await lease.release(session)
+                        await synclog.count(session, rule.name, applied.direction, kind, _bucket(kind),
+                                            Counter({applied.result: 1}))
+                        if applied.result != "failed":
+                            await synclog.resolve_errors(session, rule.name, SOURCE_OF_SIDE[side], record_id)
+                except Exception:
+                    with contextlib.suppress(Exception):  # give the record back at least (else: in 20 s)
+                        await lease.release()
+                    raise
                 SYNC_RECORDS.labels(rule.name, applied.direction, applied.result).inc()
         if applied.result in ("inserted", "modified", "coupled") and applied.source_modified is not None:
             SYNC_LAG.labels(rule.name).observe(max(0.0, (datetime.now(UTC) - applied.source_modified).total_seconds()))

@@ -70,6 +70,8 @@ class TokenProvider:
         held = self._held.get(scope)
         if held is not None and not force_refresh and time.monotonic() < held[1]:
             return held[0]
+        if force_refresh:  # the held token was refused: never send it again, even if Entra fails now
+            self._held.pop(scope, None)
         started = time.monotonic()
         token, lifetime = await asyncio.to_thread(self._acquire, scope, force_refresh)
         self._held[scope] = (token, started + lifetime / 2)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from consumers.sync import SyncEngine
+from schemas.events import ChangeEvent
+from schemas.mappings import BY_NAME
 from tests.integration.sync_world import World
 
 
@@ -36,3 +39,31 @@ async def test_events_beyond_the_concurrency_wait_for_a_slot_and_all_apply(
     assert peak == 3, f"{peak} records were applied at once"
     customers = await world.human.bc_find("customers", "startswith(displayName,'Slot ')")
     assert len(customers) == 12
+
+
+async def test_a_reconciliation_takes_a_slot_per_record_so_live_events_get_through(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One slot, a reconciliation of six customers under way: a live event is applied before it ends."""
+    limited = SyncEngine(world.engine.db, world.engine.rules, concurrency=1)
+    monkeypatch.setattr(world, "engine", limited)
+    for n in range(6):
+        await world.human.bc_create("customers", {"displayName": f"Swept {n}"})
+    account = (await world.human.dv_create("accounts", {"name": "Live Ltd", "customertypecode": 3}))["accountid"]
+    order: list[str] = []
+    sync_record = limited.sync_record
+
+    async def slow(rule: Any, side: str, record_id: str, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.05)
+        applied = await sync_record(rule, side, record_id, **kwargs)
+        order.append(kwargs.get("kind", "live"))
+        return applied
+
+    monkeypatch.setattr(limited, "sync_record", slow)
+    sweep = asyncio.create_task(limited.handle(BY_NAME["CUSTOMER"], ChangeEvent(
+        source="business_central", entity="customers", change_type="collection", occurred_at=datetime.now(UTC),
+        dedupe_key="sweep", correlation_id="t", full_reconcile=True)))
+    await asyncio.sleep(0.12)  # the sweep is on its second or third record
+    await world.dv_event("CUSTOMER", "account", account, "created")
+    await sweep
+    assert "live" in order and order.index("live") < len(order) - 1, order
+    assert order.count("reconcile") >= 6

@@ -49,3 +49,18 @@ async def test_msal_is_asked_again_halfway_to_expiry_and_on_a_forced_refresh(
     assert await tokens.token("bc", force_refresh=True) == "bc-token-3"  # a 401: never the refused token again
     assert await tokens.token("bc") == "bc-token-3"
     assert asked == [("bc", False), ("bc", False), ("bc", True)]
+
+
+async def test_a_refused_token_is_not_sent_again_when_the_forced_refresh_fails(
+        provider: tuple[TokenProvider, list, Clock], monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens, _, _ = provider
+    assert await tokens.token("bc") == "bc-token-1"
+
+    def entra_down(scope: str, force_refresh: bool) -> tuple[str, float]:
+        raise auth.TokenError("authority unavailable")
+
+    monkeypatch.setattr(tokens, "_acquire", entra_down)
+    with pytest.raises(auth.TokenError):
+        await tokens.token("bc", force_refresh=True)
+    with pytest.raises(auth.TokenError):  # asks Entra again instead of answering with the refused token
+        await tokens.token("bc")
