@@ -199,20 +199,22 @@ class SyncEngine:
         """Lease the record and its coupled counterpart together (all or none, so that two runs of one pair
         never hold one key each), and the coupling as it is under that lease."""
         what = f"{rule.name} {side} {record_id}"
+
+        async def current(session: AsyncSession) -> Coupling | None:
+            return await couplings.find(session, rule.name, side, record_id)
+
+        def pair(coupling: Coupling | None) -> tuple[Any, ...] | None:
+            return (coupling.id, coupling.bc_id, coupling.dataverse_id) if coupling is not None else None
+
         for _ in range(RERUNS):
             async with self.db.session() as session:
-                coupling = await couplings.find(session, rule.name, side, record_id)
+                coupling = await current(session)
             keys = [f"{rule.name}:{side}:{record_id}"]
             if coupling is not None:
                 keys.append(f"{rule.name}:{OTHER[side]}:{_id(coupling, OTHER[side])}")
             lease = Lease(self.db)
-
-            async def current(session: AsyncSession) -> Coupling | None:  # coupled (or re-coupled) meanwhile?
-                return await couplings.find(session, rule.name, side, record_id)
-
-            now = await lease.add(keys, what, then=current)
-            if (now and (now.id, now.bc_id, now.dataverse_id)) == (coupling and (coupling.id, coupling.bc_id,
-                                                                                coupling.dataverse_id)):
+            now = await lease.add(keys, what, then=current)  # coupled (or re-coupled) while we waited?
+            if pair(now) == pair(coupling):
                 return lease, now
             await lease.release()  # the keys were those of an older coupling: take the right ones
         raise RecordBusy(f"{what} keeps being coupled by other runs")
@@ -263,10 +265,13 @@ class SyncEngine:
             # The match may be the very record whose run is creating this one (a notification of our own
             # create, ahead of its coupling): hold it too, and if a coupling appeared meanwhile, run again with it.
             target_id = rule.record_id(other, target)
-            await lease.add([f"{rule.name}:{other}:{target_id}"], f"{rule.name} {other} {target_id}", wait=False)
-            async with self.db.session() as session:
-                if await couplings.find(session, rule.name, other, target_id) is not None:
-                    raise CoupledMeanwhile(f"{rule.name} {other} {target_id} was coupled by another run")
+
+            async def coupled(session: AsyncSession) -> Coupling | None:
+                return await couplings.find(session, rule.name, other, target_id)
+
+            if await lease.add([f"{rule.name}:{other}:{target_id}"], f"{rule.name} {other} {target_id}",
+                               wait=False, then=coupled) is not None:
+                raise CoupledMeanwhile(f"{rule.name} {other} {target_id} was coupled by another run")
             coupling = await self._save(rule, side, record, other, target, None, other_hash=None)
             result = "coupled"
             new_coupling: Coupling | None = coupling

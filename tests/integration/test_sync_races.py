@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from consumers.errors import RecordBusy
+from consumers.lease import Lease
 from service.store import couplings
 from tests.integration.sync_world import World
 
@@ -77,3 +78,28 @@ async def test_both_sides_of_a_coupled_pair_at_once_do_not_wait_for_each_other(w
     assert asyncio.get_running_loop().time() - started < 10
     row = await world.human.dv_get("accounts", coupling.dataverse_id)
     assert row is not None and row["telephone1"] == "+1 425 555 0142"
+
+
+async def test_a_match_coupled_by_another_run_meanwhile_is_not_taken_over(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Account A matches customer C by name; after A's run found C free, another run couples C to account B. A's
+    run must not overwrite that coupling: it runs again, sees C taken, and gets a customer of its own."""
+    customer = await world.human.bc_create("customers", {"displayName": "Twin Ltd"})
+    account_a = (await world.human.dv_create("accounts", {"name": "Twin Ltd", "customertypecode": 3}))["accountid"]
+    account_b = (await world.human.dv_create("accounts", {"name": "Other Ltd", "customertypecode": 3}))["accountid"]
+    add = Lease.add
+
+    async def lose_the_match_first(lease: Lease, keys: Any, what: str, **kwargs: Any) -> Any:
+        if not kwargs.get("wait", True):  # A's run leases its match: another run coupled C to B just before
+            async with world.db.session() as session:
+                await couplings.save(session, "CUSTOMER", customer["id"], account_b)
+            monkeypatch.setattr(Lease, "add", add)
+        return await add(lease, keys, what, **kwargs)
+
+    monkeypatch.setattr(Lease, "add", lose_the_match_first)
+    await world.dv_event("CUSTOMER", "account", account_a, "created")
+    async with world.db.session() as session:
+        of_c = await couplings.find(session, "CUSTOMER", "bc", customer["id"])
+        of_a = await couplings.find(session, "CUSTOMER", "dataverse", account_a)
+    assert of_c is not None and of_c.dataverse_id == account_b.lower(), "A's run took over C's coupling"
+    assert of_a is not None and of_a.bc_id != customer["id"].lower()
