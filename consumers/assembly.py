@@ -9,6 +9,7 @@ from typing import Any
 
 from consumers.handlers import HANDLERS, Handler
 from consumers.jobs.runner import JobRunner
+from consumers.jobs.settings import JobSettings
 from consumers.memory import trim_memory
 from consumers.peers import share_budgets
 from consumers.rules import build_rules
@@ -54,7 +55,7 @@ async def follow_settings(db: Database, engine: SyncEngine, worker: Worker) -> N
         await asyncio.sleep(SETTINGS_REFRESH_SECONDS)
 
 
-def assemble(settings: Settings, db: Database, broker: Broker) -> Assembly:
+def assemble(settings: Settings, db: Database, broker: Broker, job_settings: JobSettings | None = None) -> Assembly:
     bc, dv = make_clients(settings)
     engine = SyncEngine(db, {}, concurrency=settings.worker_concurrency)
 
@@ -73,7 +74,7 @@ def assemble(settings: Settings, db: Database, broker: Broker) -> Assembly:
         await bc.aclose()
         await dv.aclose()
 
-    jobs = JobRunner(settings, db, broker, engine, bc, dv)  # full sync, catch-up, subscription keeper
+    jobs = JobRunner(settings, db, broker, engine, bc, dv, job_settings)  # full sync, catch-up, subscription keeper
 
     budgets = [budget for budget in (bc.budget, dv.budget) if budget is not None]
 

@@ -12,7 +12,7 @@ from consumers.worker import run_worker as consume
 from service.broker import broker_from_settings
 from service.logging import configure_logging, get_logger
 from service.relay import OutboxRelay
-from service.settings import Settings, load_settings
+from service.settings import Settings, load_settings, read_settings
 from service.store.db import Database
 from service.store.migrate import upgrade_async
 
@@ -21,21 +21,21 @@ log = get_logger(__name__)
 WORKER_REQUIRED = ("tenant_id", "client_id", "client_secret", "bc_company_id", "dataverse_url")
 
 
-def worker_pool(settings: Settings) -> tuple[int, int]:
+def worker_pool(settings: Settings, jobs: JobSettings) -> tuple[int, int]:
     """PostgreSQL connections a worker keeps: one per run (live events, full synchronization) and a few for its
     background loops (outbox relay, settings, jobs, budget share, health), plus a little overflow for a lease
     renewal overlapping a run's own session."""
-    jobs = JobSettings()
     return settings.worker_concurrency + jobs.full_sync_lines * jobs.full_sync_concurrency + 4, 8
 
 
 def run_worker() -> None:
     settings = load_settings(*WORKER_REQUIRED)
+    jobs = read_settings(JobSettings)
     configure_logging(settings.log_level)
 
     async def main() -> None:
         await upgrade_async(settings.database_url)
-        db = Database(settings.database_url, worker_pool(settings))
+        db = Database(settings.database_url, worker_pool(settings, jobs))
         broker = broker_from_settings(settings)
         relay = OutboxRelay(db, broker, dedupe_days=settings.dedupe_days)
         stop = asyncio.Event()
@@ -45,7 +45,7 @@ def run_worker() -> None:
         health = None
         if settings.worker_metrics_port:  # /healthz, /readyz, /metrics
             health = asyncio.create_task(serve_health(db, broker, settings.host, settings.worker_metrics_port))
-        assembly = assemble(settings, db, broker)
+        assembly = assemble(settings, db, broker, jobs)
         try:
             await consume(broker, relay, settings.worker_prefetch, stop, assembly.handlers, assembly.background)
         finally:
