@@ -42,7 +42,7 @@ import httpx
 
 from bench.common import DOC, machine, queue_depths, write_section
 from bench.loadgen import RawHttp, read_message
-from bench.sync import UNLIMITED, Change, Listener, epoch, fresh_database, load, pct
+from bench.sync import UNLIMITED_ENV, Change, Listener, epoch, fresh_database, load, pct, start_unlimited
 from schemas.mappings import MAPPINGS
 from service.topology import Topology
 from tests.conftest import BROKER_URL
@@ -822,8 +822,7 @@ async def run(args: argparse.Namespace) -> None:
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)
     print(f"soak: logs in {work}", flush=True)
     database_url, drop = await fresh_database()
-    env = {"BCSYNC_BC_REQUEST_BUDGET": str(UNLIMITED), "BCSYNC_DATAVERSE_REQUEST_BUDGET": str(UNLIMITED),
-           "BCSYNC_KEEPER_MINUTES": "0"}  # the subscription keeper's pass would re-register mid-run
+    env = dict(UNLIMITED_ENV)
     if args.prefetch:
         env["BCSYNC_WORKER_PREFETCH"] = str(args.prefetch)
     stack = Stack(work, workers=args.workers, database_url=database_url,
@@ -835,9 +834,7 @@ async def run(args: argparse.Namespace) -> None:
     names: dict[str, str] = {}
     processes: list[Process] = []
     try:
-        await stack.start()
-        await stack.bc.limits(limit=UNLIMITED, window_seconds=300)
-        await stack.dv.limits(requests=UNLIMITED, window_seconds=300)
+        await start_unlimited(stack)
         await stack.register_webhooks()
         dv_listener = DvListener((await stack.dv.state())["application_user_id"])
         await dv_listener.start()

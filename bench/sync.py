@@ -42,6 +42,10 @@ from tests.e2e.stack import BcUser, DvUser, Process, Stack, entity_id
 TOKEN = re.compile(rb"bx\d{7}")
 HOOK_KEY = "bench-listener"
 UNLIMITED = 10_000_000
+# The services' own request budgets lifted (the pipeline is measured, not the budget), and no subscription
+# keeper: its pass would re-register the webhooks mid-run.
+UNLIMITED_ENV = {"BCSYNC_BC_REQUEST_BUDGET": str(UNLIMITED), "BCSYNC_DATAVERSE_REQUEST_BUDGET": str(UNLIMITED),
+                 "BCSYNC_KEEPER_MINUTES": "0"}
 BUDGET, WINDOW = 300, 10.0  # the request budget of the budgeted throughput run (per system, per window)
 
 
@@ -357,6 +361,13 @@ async def warm_up(stack: Stack, humans: Humans, pool: int) -> float:
     return time.monotonic() - started
 
 
+async def start_unlimited(stack: Stack) -> None:
+    """Start the stack (with UNLIMITED_ENV) and lift the sandbox's request limits too."""
+    await stack.start()
+    await stack.bc.limits(limit=UNLIMITED, window_seconds=300)
+    await stack.dv.limits(requests=UNLIMITED, window_seconds=300)
+
+
 async def fresh_database() -> tuple[str, Any]:
     name = f"bcsync_bench_{uuid.uuid4().hex[:10]}"
     admin = create_async_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -488,16 +499,12 @@ async def throughput_run(stack: Stack, listener: Listener, humans: Humans, recor
 async def main(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-sync-"))
     database_url, drop = await fresh_database()
-    unlimited = {"BCSYNC_BC_REQUEST_BUDGET": str(UNLIMITED), "BCSYNC_DATAVERSE_REQUEST_BUDGET": str(UNLIMITED),
-                 "BCSYNC_KEEPER_MINUTES": "0"}  # the subscription keeper's pass would re-register mid-run
     stack = Stack(work, workers=1, database_url=database_url, namespace=f"bench-{uuid.uuid4().hex[:8]}",
-                  env=unlimited)
+                  env=UNLIMITED_ENV)
     lags: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     try:
-        await stack.start()
-        await stack.bc.limits(limit=UNLIMITED, window_seconds=300)
-        await stack.dv.limits(requests=UNLIMITED, window_seconds=300)
+        await start_unlimited(stack)
         await stack.register_webhooks()
         listener = Listener((await stack.dv.state())["application_user_id"])
         await listener.start()
@@ -696,21 +703,18 @@ async def scale_out(args: argparse.Namespace) -> None:
     database_url, drop = await fresh_database()
     proxy = RoundRobinProxy([])
     await proxy.start()
-    env = {"BCSYNC_BC_REQUEST_BUDGET": str(UNLIMITED), "BCSYNC_DATAVERSE_REQUEST_BUDGET": str(UNLIMITED),
-           "BCSYNC_KEEPER_MINUTES": "0", "BCSYNC_PUBLIC_URL": proxy.url}
+    env = UNLIMITED_ENV | {"BCSYNC_PUBLIC_URL": proxy.url}
     stack = Stack(work, workers=1, database_url=database_url, namespace=f"bench-{uuid.uuid4().hex[:8]}", env=env)
     points: list[dict[str, Any]] = []
     bursts: list[dict[str, Any]] = []
     replica: Process | None = None
     humans: TrackedHumans | None = None
     try:
-        await stack.start()
+        await start_unlimited(stack)
         proxy.route([stack.api_port])
         replica_port = free_port()
         replica = Process("api-replica", ["api"], stack.env | {"BCSYNC_PORT": str(replica_port)},
                           work / "api-replica.log")
-        await stack.bc.limits(limit=UNLIMITED, window_seconds=300)
-        await stack.dv.limits(requests=UNLIMITED, window_seconds=300)
         direct, stack.api_url = stack.api_url, proxy.url  # both systems notify the proxy, not an api
         try:
             await stack.register_webhooks()
