@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 
 from service.api import deps
-from service.api.body import MAX_BODY
 from service.connectors.auth import TokenError
 from service.connectors.http import ApiError
 from service.logging import configure_logging, get_logger
@@ -198,6 +197,9 @@ def test_every_bc_notification_must_carry_the_client_state(http: TestClient,
 # ---- request size limits ----------------------------------------------------------------------------------------
 
 
+ONE_MIB = 1024 * 1024  # the contract's limit, spelled out here: a test that read it from the code could not fail
+
+
 def _streamed(size: int) -> Iterator[bytes]:
     """A body without Content-Length (chunked): the limit must hold while streaming."""
     sent = 0
@@ -212,7 +214,7 @@ def test_both_doors_refuse_a_body_over_1_mib_and_take_one_of_exactly_1_mib(http:
     doors = ((f"{DV}?code={WEBHOOK_KEY}", "dataverse-account-create.json"), (BC, "bc-notifications.json"))
     for door, name in doors:
         body = sample_text(name).encode()
-        exactly = body + b" " * (MAX_BODY - len(body))
+        exactly = body + b" " * (ONE_MIB - len(body))
         over = exactly + b" "
         big = http.post(door, content=_streamed(len(over)) if streamed else over)
         assert big.status_code == 413 and big.json()["outcome"] == "invalid", door
@@ -229,7 +231,7 @@ def test_every_other_route_refuses_a_body_over_1_mib_before_reading_it_all(
     for method, path in (("PATCH", "/admin/mappings/CUSTOMER"), ("POST", "/admin/couplings"),
                          ("POST", "/admin/couplings/match"), ("POST", "/admin/full-sync"), ("POST", "/admin/catch-up"),
                          ("GET", "/healthz")):
-        body: Any = _streamed(MAX_BODY + 1) if streamed else b" " * (MAX_BODY + 1)
+        body: Any = _streamed(ONE_MIB + 1) if streamed else b" " * (ONE_MIB + 1)
         response = http.request(method, path, content=body, headers=headers)
         if response.status_code == 401 and path in ("/admin/full-sync", "/admin/catch-up"):
             continue  # these read their body only after the token was checked
