@@ -27,7 +27,7 @@ from consumers.lease import Lease
 from consumers.rules.base import OTHER, Rule
 from schemas.events import ChangeEvent
 from schemas.mappings import ConflictPolicy, DeletePolicy, TableMapping
-from service.connectors.http import ApiError, PreconditionFailed
+from service.connectors.http import ApiError, PreconditionFailed, is_transient
 from service.logging import get_logger
 from service.metrics import EVENTS_FOLDED, SYNC_LAG, SYNC_RECORDS
 from service.store import couplings, synclog
@@ -371,7 +371,7 @@ class SyncEngine:
         waiting_for = getattr(error, "waiting_for", None)
         async with self.db.session() as session:
             await synclog.record_error(session, rule.name, SOURCE_OF_SIDE[side], record_id, message, event=event,
-                                       waiting_for=waiting_for)
+                                       waiting_for=waiting_for, transient=is_transient(error))
         log.warning("record failed", mapping=rule.name, side=side, record_id=record_id, error=message[:300])
 
     async def _redrive_waiting(self, coupling: Coupling) -> None:

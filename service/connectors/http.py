@@ -46,6 +46,12 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+def is_transient(error: BaseException | None) -> bool:
+    """No answer, a timeout, throttling or a server error (after the transport's own retries): it says nothing
+    about the record, and the same request may well succeed later."""
+    return isinstance(error, ApiError) and (error.status == 0 or error.status in (408, 429) or error.status >= 500)
+
+
 class NotFound(ApiError):
     """404: the record (or route) does not exist."""
 

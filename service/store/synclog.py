@@ -34,8 +34,10 @@ async def count(session: AsyncSession, mapping: str, direction: str, kind: str, 
 
 async def record_error(session: AsyncSession, mapping: str, source: str, source_id: str, message: str, *,
                        destination_id: str | None = None, event: str | None = None,
-                       waiting_for: str | None = None) -> SyncError:
-    """Open (or bump) the error of one record; the second identical failure marks it skipped."""
+                       waiting_for: str | None = None, transient: bool = False) -> SyncError:
+    """Open (or bump) the error of one record; the second identical failure marks it skipped, unless the
+    record waits for a dependency or the failure was `transient` (a service unavailable or throttling: the
+    record is fine, and skipping it would drop its later changes while the retry path would apply them)."""
     message = redact_text(message)  # shown by GET /admin/errors
     now = utcnow()
     query = select(SyncError).where(col(SyncError.mapping) == mapping, col(SyncError.source) == source,
@@ -51,7 +53,8 @@ async def record_error(session: AsyncSession, mapping: str, source: str, source_
         existing.last_seen = now
         existing.destination_id = destination_id or existing.destination_id
         existing.event = event or existing.event
-        same_again = existing.state == "open" and existing.message == message[:2000] and waiting_for is None
+        same_again = (existing.state == "open" and existing.message == message[:2000] and waiting_for is None
+                      and not transient)
         existing.state = "skipped" if same_again else ("open" if existing.state == "resolved" else existing.state)
         existing.message = message[:2000]
         existing.waiting_for = waiting_for

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from consumers.errors import MissingDependency
+from service.connectors.http import ApiError
 from service.store import couplings, synclog
 from tests.integration.sync_world import World
 
@@ -145,6 +146,27 @@ async def test_a_contact_whose_account_is_not_coupled_brings_the_customer_first(
     await world.bc_event("CONTACT", "contacts", person["id"])
     row = await world.human.dv_get("contacts", contact["contactid"])
     assert (row["firstname"], row["lastname"]) == ("Ana Trujillo", "Diaz")
+
+
+async def test_a_record_that_fails_twice_on_an_unavailable_service_is_not_skipped(world: World) -> None:
+    """503s (or 429s, timeouts) say nothing about the record: it stays on the retry path however often they repeat
+    the same message, and its next event applies it. Skipping it would drop every later change of the record."""
+    customer = await world.human.bc_create("customers", {"displayName": "Tailspin Toys"})
+    attempts = world.ctx.dv.transport.max_attempts
+    response = await world.human.dv.post("/faults", json={"status": 503, "count": 2 * attempts, "retry_after": 0})
+    assert response.status_code in (200, 201, 204), response.text
+    for _ in range(2):  # both events use up their requests' retries on the same 503
+        with pytest.raises(ApiError, match="503"):
+            await world.bc_event("CUSTOMER", "customers", customer["id"], "created")
+    async with world.db.session() as session:
+        [error] = await synclog.open_errors(session, "CUSTOMER")
+        assert (error.state, error.attempts) == ("open", 2) and "503" in error.message
+        assert not await synclog.is_skipped(session, "CUSTOMER", "business_central", customer["id"])
+    await world.bc_event("CUSTOMER", "customers", customer["id"])  # the service is back
+    account = await world.human.dv_get("accounts", await coupled(world, "CUSTOMER", "bc", customer["id"]))
+    assert account is not None and account["name"] == "Tailspin Toys"
+    async with world.db.session() as session:
+        assert await synclog.open_errors(session, "CUSTOMER") == []  # resolved by the run that applied it
 
 
 async def test_a_bc_person_contact_becomes_a_sales_contact_under_the_coupled_account(world: World) -> None:

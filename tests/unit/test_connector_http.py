@@ -13,7 +13,7 @@ import respx
 
 from service.connectors.budget import RequestBudget
 from service.connectors.business_central import BusinessCentralClient
-from service.connectors.http import ApiError, ApiTransport, retry_after_seconds
+from service.connectors.http import ApiError, ApiTransport, is_transient, retry_after_seconds
 
 ROOT = "https://bc.test/v2.0/tenant/production"
 COMPANY = "c0ffee00-1234-4abc-9def-0123456789ab"
@@ -124,6 +124,18 @@ async def test_max_attempts_of_transport_errors_is_status_0(bc: BusinessCentralC
     with pytest.raises(ApiError) as raised:
         [row async for row in bc.list("customers")]
     assert raised.value.status == 0
+
+
+@pytest.mark.parametrize(("status", "transient"), [
+    (0, True), (408, True), (429, True), (500, True), (502, True), (503, True), (504, True),
+    (400, False), (401, False), (403, False), (404, False), (409, False), (412, False), (422, False)])
+def test_which_failures_are_transient(status: int, transient: bool) -> None:
+    """Transient failures never put a record on the skip list (service/store/synclog.py)."""
+    assert is_transient(ApiError(status, "code", "message")) is transient
+
+
+def test_only_api_errors_are_transient() -> None:
+    assert not is_transient(ValueError("503")) and not is_transient(None)
 
 
 @respx.mock
