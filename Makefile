@@ -17,9 +17,18 @@ install: $(STAMP)  ## create the virtualenv and install bcsync with its dev tool
 demo: $(STAMP)  ## sandbox + api + worker with a scripted story (ARGS=--once to exit after it)
 	$(BIN)/bcsync demo $(ARGS)
 
+# The suite mostly waits on the processes and servers it starts (1-minute load below 1 on 2 cores when run
+# one test at a time), so 4 pytest processes (pytest-xdist) take about half the time. Whole files go to one
+# process (loadfile): some modules share a live stack and check it in their last test. The schemathesis module
+# runs on its own afterwards: all its generated cases share one test id, which xdist cannot tell apart (it
+# would run one case per test function). TEST_PROCESSES=0 runs the first part in one process too.
+TEST_PROCESSES ?= 4
+OWN_PROCESS_TESTS := tests/security/test_schemathesis.py
+
 test: $(STAMP)  ## the whole suite (starts PostgreSQL and RabbitMQ if they are down)
 	bash scripts/ensure-services.sh
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_PROCESSES) --dist loadfile --ignore=$(OWN_PROCESS_TESTS)
+	$(BIN)/pytest -q $(OWN_PROCESS_TESTS)
 
 test-fast: $(STAMP)  ## unit tests only: no services needed
 	$(BIN)/pytest -q tests/unit
