@@ -14,6 +14,7 @@ import pytest
 from consumers.jobs.fullsync import FullSync
 from consumers.jobs.settings import JobSettings
 from sandbox.dataverse.identity import DEFAULT_UNIT_GROUP_ID, DEFAULT_UNIT_ID
+from service.connectors.http import ApiError
 from service.store import jobs, synclog
 from service.store.db import Database
 from tests.integration.sync_world import World
@@ -174,3 +175,22 @@ async def test_a_restarted_line_stops_the_worker_that_ran_it(world: World) -> No
     lines = await run_until_done(full_sync(world), world.db)
     assert [x.status for x in lines] == [jobs.FINISHED]
     assert lines[0].inserted >= 1  # the currencies of the seed went to Sales
+
+
+async def test_a_record_failing_on_an_unavailable_service_is_not_skipped_by_full_syncs(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two full synchronizations meeting the same 503 leave the record open (retried); the same 400 skips it."""
+    runner, rule = full_sync(world), world.engine.rules["CUSTOMER"]
+    failures = {"c-503": ApiError(503, "ServiceUnavailable", "try later", system="BC"),
+                "c-400": ApiError(400, "BadRequest", "no such field", system="BC")}
+
+    async def failing(rule: Any, side: str, record_id: str, **_: Any) -> Any:
+        raise failures[record_id]
+
+    monkeypatch.setattr(world.engine, "sync_record", failing)
+    for run_id in (1, 2):
+        for record_id in failures:
+            assert await runner._record(rule, "bc", {"id": record_id}, run_id) == "failed"
+    async with world.db.session() as session:
+        assert not await synclog.is_skipped(session, "CUSTOMER", "business_central", "c-503")
+        assert await synclog.is_skipped(session, "CUSTOMER", "business_central", "c-400")
