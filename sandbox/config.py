@@ -16,6 +16,15 @@ DEMO_CLIENT_SECRET = "bcsync-demo-secret"  # noqa: S105 - a published demo value
 DEMO_COMPANY_ID = "c0ffee00-1234-4abc-9def-0123456789ab"
 DEMO_ENVIRONMENT = "production"
 
+# Readings of facts that Microsoft's documentation and BC's source leave open or that differ between
+# versions and tenants. Each is a setting (`BCSYNC_SANDBOX_<NAME>` in the environment, or a field below), so
+# the tests can play every reading against the service. Where each fact comes from is said where it is
+# modelled (sandbox/bc/*, sandbox/dataverse/*).
+ENUM_STYLES = ("encoded", "plain")  # BC option values: "_x0020_", "In_x0020_Review" | " ", "In Review"
+NOTIFICATION_RESOURCES = ("as-subscribed", "relative", "absolute")  # the `resource` of a BC notification
+NAV_STYLES = ("lower", "pascal")  # Dataverse navigation names: defaultuomid | DefaultUoMId (product's)
+FULFILL_BINDINGS = ("unbound", "bound")  # POST /FulfillSalesOrder | /salesorders/Microsoft.Dynamics.CRM.…
+
 
 @dataclass(frozen=True)
 class SandboxConfig:
@@ -32,7 +41,26 @@ class SandboxConfig:
     # 1.0 is real time; the sandbox default compresses BC's ~30 s notification delay to `bc_notify_delay`.
     time_factor: float = 1.0
     bc_notify_delay: float = 0.2
+    # --- Business Central readings -------------------------------------------------------------------------
+    custom_api: bool = True  # the bcsync/integration/v1.0 extension (deploy/bc-extension) is installed
+    enum_style: str = "encoded"
+    notification_resource: str = "as-subscribed"
+    # contacts and salespeoplePurchasers take webhooks (BC's source says they can; the documented list of
+    # webhook-supported entities does not name them)
+    webhook_contacts: bool = False
+    missing_fields: tuple[str, ...] = ()  # "<entity set>.<field>" this tenant's API does not have
+    # --- Dataverse readings ----------------------------------------------------------------------------------
+    nav_style: str = "lower"
+    async_primary_name_image: bool = True  # asynchronous steps add the AsynchronousStepPrimaryName image
+    zero_operation_id: bool = False  # webhooks carry OperationId 00000000-… (then RequestId identifies them)
+    fulfill_binding: str = "unbound"
     extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("enum_style", ENUM_STYLES), ("notification_resource", NOTIFICATION_RESOURCES),
+                              ("nav_style", NAV_STYLES), ("fulfill_binding", FULFILL_BINDINGS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"sandbox setting {name} must be one of {', '.join(allowed)}")
 
     @classmethod
     def from_env(cls, **overrides: object) -> SandboxConfig:
@@ -44,5 +72,27 @@ class SandboxConfig:
             "company_id": env.get("BCSYNC_BC_COMPANY_ID") or DEMO_COMPANY_ID,
             "environment": env.get("BCSYNC_BC_ENVIRONMENT") or DEMO_ENVIRONMENT,
         }
+        values.update(readings_from_env(env))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+READINGS = ("custom_api", "enum_style", "notification_resource", "webhook_contacts", "missing_fields", "nav_style",
+            "async_primary_name_image", "zero_operation_id", "fulfill_binding")
+
+
+def readings_from_env(env: os._Environ[str] | dict[str, str]) -> dict[str, object]:
+    """`BCSYNC_SANDBOX_<READING>` variables: booleans as 1/0/true/false, missing fields comma-separated."""
+    out: dict[str, object] = {}
+    for name in READINGS:
+        raw = env.get(f"BCSYNC_SANDBOX_{name.upper()}")
+        if raw is None:
+            continue
+        default = getattr(SandboxConfig, name)
+        if isinstance(default, bool):
+            out[name] = raw.strip().lower() in ("1", "true", "yes", "on")
+        elif isinstance(default, tuple):
+            out[name] = tuple(part.strip() for part in raw.split(",") if part.strip())
+        else:
+            out[name] = raw.strip()
+    return out

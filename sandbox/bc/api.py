@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from sandbox.bc import documents
-from sandbox.bc.entities import CUSTOM, ENTITIES, LINES_OF, V2, EntityDef, entity_for
-from sandbox.bc.errors import BCError, bad_request, not_found
+from sandbox.bc.calls import Call, Reply, error_reply, method_not_allowed
+from sandbox.bc.entities import CONTACT_INFO, CUSTOM, LINES_OF, V2, EntityDef, entity_for
+from sandbox.bc.errors import BCError, bad_request, no_route, no_segment, not_found
+from sandbox.bc.metadata import document
 from sandbox.bc.query import (
     MAX_PAGE,
     Predicate,
     decode_skiptoken,
     encode_skiptoken,
+    filter_terms,
     page_size,
     parse_filter,
     parse_orderby,
@@ -26,35 +28,12 @@ from sandbox.bc.query import (
 )
 from sandbox.bc.runtime import BCSandbox
 from sandbox.bc.store import Row
+from sandbox.bc.subscriptions import subscriptions, supported_resources
 
 _SEGMENT = re.compile(r"^(?P<name>[\w.$]+)(?:\((?P<key>[^)]*)\))?$")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_APIS = {"v2.0": V2, "bcsync/integration/v1.0": CUSTOM}
-CONTACT_INFO = EntityDef("contactsInformation", "Contact Information", {
-    "contactId": "", "contactNumber": "", "contactName": "", "contactType": "", "relatedId": "",
-    "relatedType": "",
-}, subscribable=False)
-
-
-@dataclass
-class Reply:
-    status: int
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Call:
-    method: str
-    path: str  # after `/api/`, without the query
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-case names
-    body: Any
-    base: str  # `http://host/v2.0/<tenant>/<env>/api`, for nextLink and @odata.context
-
-
-def error_reply(exc: BCError) -> Reply:
-    return Reply(exc.status, exc.body(), dict(exc.headers))
+_APIS = (V2, CUSTOM)  # the path after `/api/` starts with one of these
+_RUNTIME = "microsoft/runtime/beta/"
 
 
 async def dispatch(sb: BCSandbox, call: Call) -> Reply:
@@ -74,37 +53,33 @@ def _segments(path: str) -> list[tuple[str, str | None]]:
     return out
 
 
-def _no_route() -> BCError:
-    return BCError(404, "BadRequest_NotFound", "No HTTP resource was found that matches the request URI.")
-
-
-def _method_not_allowed(method: str) -> BCError:
-    return BCError(405, "BadRequest_MethodNotAllowed", f"'{method}' requests are not allowed here.")
-
-
 async def _route(sb: BCSandbox, call: Call) -> Reply:
-    api_name = next((name for name in _APIS if call.path.startswith(name + "/")), None)
-    if call.path.startswith("microsoft/runtime/beta/"):
-        return _runtime(sb, call, _segments(call.path[len("microsoft/runtime/beta/"):]))
-    if api_name is None:
-        raise _no_route()
-    api = _APIS[api_name]
-    segs = _segments(call.path[len(api_name) + 1:])
+    if call.path.startswith(_RUNTIME):
+        return supported_resources(sb, call, _segments(call.path[len(_RUNTIME):]))
+    api = next((name for name in _APIS if call.path.startswith(name + "/")), None)
+    if api is None or (api == CUSTOM and not sb.config.custom_api):
+        raise no_route(call.url)  # also every route of the custom API when its extension is not installed
+    rest = call.path[len(api) + 1:]
+    if rest == "$metadata":
+        if call.method != "GET":
+            raise method_not_allowed(call.method)
+        return Reply(200, text=document(sb.shape, api))
+    segs = _segments(rest)
     if segs[0][0] == "subscriptions" and len(segs) == 1:
-        return await _subscriptions(sb, call, api, segs[0][1])
+        return await subscriptions(sb, call, api, segs[0][1])
     if segs[0][0] != "companies":
-        raise _no_route()
+        raise no_segment(segs[0][0])
     company = segs[0][1]
     if company is None:
         if call.method != "GET" or len(segs) > 1:
-            raise _method_not_allowed(call.method)
-        return Reply(200, {"@odata.context": f"{call.base}/{api_name}/$metadata#companies",
+            raise method_not_allowed(call.method)
+        return Reply(200, {"@odata.context": f"{call.base}/{api}/$metadata#companies",
                            "value": [_company(sb)]})
     if company.strip("'").lower() != sb.company_id:
         raise BCError(404, "Internal_CompanyNotFound", f"The company '{company}' does not exist.")
     if len(segs) == 1:
         return Reply(200, _company(sb))
-    return await _entity_route(sb, call, api, api_name, segs[1:])
+    return await _entity_route(sb, call, api, segs[1:])
 
 
 def _company(sb: BCSandbox) -> dict[str, Any]:
@@ -113,34 +88,34 @@ def _company(sb: BCSandbox) -> dict[str, Any]:
             "systemCreatedAt": "2025-01-01T00:00:00Z", "systemModifiedAt": "2025-01-01T00:00:00Z"}
 
 
-async def _entity_route(sb: BCSandbox, call: Call, api: str, api_name: str,
-                        segs: list[tuple[str, str | None]]) -> Reply:
-    context = f"{call.base}/{api_name}/$metadata#companies({sb.company_id})"
+async def _entity_route(sb: BCSandbox, call: Call, api: str, segs: list[tuple[str, str | None]]) -> Reply:
+    context = f"{call.base}/{api}/$metadata#companies({sb.company_id})"
     (name, key), rest = segs[0], segs[1:]
-    if name == "contactsInformation" and api == V2 and key is None and not rest:
-        return _list_plain(call, CONTACT_INFO, sb.records.contacts_information())
-    entity = entity_for(api, name)
-    if entity is None:
-        raise _no_route()
+    if name == CONTACT_INFO.name and api == V2 and key is None and not rest:
+        return _contacts_information(sb, call, None, f"{context}/{name}")
+    found = entity_for(api, name)
+    if found is None:
+        raise no_segment(name)
+    entity = sb.shape.view(found.name)
     if key is None:
         if rest:
-            raise _no_route()
+            raise no_segment(rest[0][0])
         return _collection(sb, call, entity, None, f"{context}/{name}")
     row_id = _key(key)
     if not rest:
         return _single(sb, call, entity, row_id, f"{context}/{name}/$entity")
     (child, child_key), rest = rest[0], rest[1:]
     if rest:
-        raise _no_route()
+        raise no_segment(rest[0][0])
     if child.startswith("Microsoft.NAV.") and child_key is None:
         return _action(sb, call, entity, row_id, child[len("Microsoft.NAV."):])
-    if entity.name == "customers" and child == "contactsInformation" and child_key is None:
+    if entity.name == "customers" and child == CONTACT_INFO.name and child_key is None:
         sb.records.get("customers", row_id)
-        return _list_plain(call, CONTACT_INFO, sb.records.contacts_information(row_id))
+        return _contacts_information(sb, call, row_id, f"{context}/{name}({row_id})/{child}")
     if LINES_OF.get(entity.name) != child:
-        raise _no_route()
+        raise no_segment(child)
     header = sb.records.get(entity.name, row_id)
-    lines = ENTITIES[child]
+    lines = sb.shape.view(child)
     if child_key is None:
         return _collection(sb, call, lines, header.data["id"], f"{context}/{child}")
     line_id = _key(child_key)
@@ -158,21 +133,16 @@ def _key(key: str) -> str:
     return key.lower()
 
 
-def out(row: Row, select: list[str] | None = None) -> dict[str, Any]:
-    if select is None:
-        return {"@odata.etag": row.etag, **row.data}
-    return {"@odata.etag": row.etag, **{k: row.data[k] for k in select}}
-
-
 def _collection(sb: BCSandbox, call: Call, entity: EntityDef, parent_id: str | None, context: str) -> Reply:
     if call.method == "POST":
         if not isinstance(call.body, dict):
             raise bad_request("The request body must be a JSON object.")
         row = sb.records.create(entity.name, call.body, parent_id=parent_id)
-        body = {"@odata.context": context + "/$entity", **_expand(sb, entity, row, out(row), call)}
+        data = _expand(sb, entity, row, sb.shape.row(entity.name, row), call)
+        body = {"@odata.context": context + "/$entity", **data}
         return Reply(201, body, {"ETag": row.etag, "Location": f"{context}({row.data['id']})"})
     if call.method != "GET":
-        raise _method_not_allowed(call.method)
+        raise method_not_allowed(call.method)
     rows: Collection[Row] = sb.store.table(entity.name).rows.values()
     if parent_id is not None:
         rows = documents.lines_of(sb.records, entity.parent or "", parent_id)
@@ -199,7 +169,7 @@ def _page(sb: BCSandbox, call: Call, entity: EntityDef, rows: Collection[Row], c
     body: dict[str, Any] = {"@odata.context": context}
     if q.get("$count") == "true":
         body["@odata.count"] = sum(1 for r in rows if predicate is None or predicate(r.data))
-    body["value"] = [_expand(sb, entity, r, out(r, select), call) for r in picked]
+    body["value"] = [_expand(sb, entity, r, sb.shape.row(entity.name, r, select), call) for r in picked]
     remaining = None if left is None else int(left) - len(picked)
     if more and picked and (remaining is None or remaining > 0):
         token = encode_skiptoken({**cursor, "left": remaining, "size": size})
@@ -248,17 +218,43 @@ def _expand(sb: BCSandbox, entity: EntityDef, row: Row, data: dict[str, Any], ca
         return data
     for name in (part.strip() for part in expand.split(",")):
         if LINES_OF.get(entity.name) != name:
-            raise bad_request(f"Could not find a property named '{name}' on type "
-                              f"'Microsoft.NAV.{entity.name[:-1]}'.")
-        data[name] = [out(r) for r in documents.lines_of(sb.records, entity.name, row.data["id"])]
+            raise bad_request(f"Could not find a property named '{name}' on type 'Microsoft.NAV.{entity.entity}'.")
+        data[name] = [sb.shape.row(name, r) for r in documents.lines_of(sb.records, entity.name, row.data["id"])]
     return data
 
 
-def _list_plain(call: Call, entity: EntityDef, items: list[dict[str, Any]]) -> Reply:
+def _contacts_information(sb: BCSandbox, call: Call, customer_id: str | None, context: str) -> Reply:
+    """Page 30072 "APIV2 - Contacts Information": under a customer, that customer's contacts (the part on page
+    30009 links "Related Id" and "Related Type"); at the top level its OnFindRecord raises
+    Error('id type not specified.') unless filters on relatedId and relatedType are given, then loads the same
+    rows for that record (table 5049 "Contact Information Buffer".LoadDataFromFilters)."""
     if call.method != "GET":
-        raise _method_not_allowed(call.method)
-    predicate = parse_filter(entity, call.query.get("$filter"))
-    return Reply(200, {"value": [i for i in items if predicate is None or predicate(i)]})
+        raise method_not_allowed(call.method)
+    entity = sb.shape.view(CONTACT_INFO.name)
+    text = call.query.get("$filter")
+    predicate = parse_filter(entity, text)
+    if customer_id is None:
+        customer_id = _related_customer(sb, entity, text)
+    items = sb.records.contacts_information(customer_id) if customer_id else []
+    select = parse_select(entity, call.query.get("$select"))
+    value = [sb.shape.data(entity.name, i, select) for i in items if predicate is None or predicate(i)]
+    return Reply(200, {"@odata.context": context, "value": value})
+
+
+def _related_customer(sb: BCSandbox, entity: EntityDef, text: str | None) -> str | None:
+    terms, only_and = filter_terms(entity, text)
+    equal = {name: value for name, op, value in terms if op == "eq"} if only_and else {}
+    if "relatedId" not in equal or "relatedType" not in equal:
+        # An AL Error() reaches API clients as 400 Application_DialogException (seen in real logs quoted by
+        # third-party code). With a relatedId filter alone BC's page skips this check and loads with a blank
+        # type; what it answers then is unverified, so the stand-in answers the error for that too.
+        raise BCError(400, "Application_DialogException", "id type not specified.")
+    related_id, related_type = str(equal["relatedId"]).lower(), equal["relatedType"]
+    # LoadDataFromFilters resolves Customer and Vendor ids with GetBySystemId, which fails for a missing record
+    # (the stand-in has no vendors); other types find no business relation here.
+    if related_type == "Vendor" or (related_type == "Customer" and related_id not in sb.store.table("customers").rows):
+        raise not_found(related_type, related_id)
+    return related_id if related_type == "Customer" else None
 
 
 def _single(sb: BCSandbox, call: Call, entity: EntityDef, row_id: str, context: str) -> Reply:
@@ -266,22 +262,22 @@ def _single(sb: BCSandbox, call: Call, entity: EntityDef, row_id: str, context: 
     if call.method == "GET":
         row = sb.records.get(entity.name, row_id)
         select = parse_select(entity, call.query.get("$select"))
-        data = _expand(sb, entity, row, out(row, select), call)
+        data = _expand(sb, entity, row, sb.shape.row(entity.name, row, select), call)
         return Reply(200, {"@odata.context": context, **data}, {"ETag": row.etag})
     if call.method in ("PATCH", "PUT"):
         if not isinstance(call.body, dict):
             raise bad_request("The request body must be a JSON object.")
         row = sb.records.update(entity.name, row_id, call.body, if_match)
-        return Reply(200, {"@odata.context": context, **out(row)}, {"ETag": row.etag})
+        return Reply(200, {"@odata.context": context, **sb.shape.row(entity.name, row)}, {"ETag": row.etag})
     if call.method == "DELETE":
         sb.records.delete(entity.name, row_id, if_match)
         return Reply(204)
-    raise _method_not_allowed(call.method)
+    raise method_not_allowed(call.method)
 
 
 def _action(sb: BCSandbox, call: Call, entity: EntityDef, row_id: str, action: str) -> Reply:
     if call.method != "POST":
-        raise _method_not_allowed(call.method)
+        raise method_not_allowed(call.method)
     records = sb.records
     if entity.name == "salesOrders" and action == "shipAndInvoice":
         documents.ship_and_invoice(records, row_id)
@@ -292,37 +288,5 @@ def _action(sb: BCSandbox, call: Call, entity: EntityDef, row_id: str, action: s
     elif entity.name == "salesInvoices" and action == "send":
         records.get(entity.name, row_id)
     else:
-        raise _no_route()
+        raise no_segment(f"Microsoft.NAV.{action}")
     return Reply(204)
-
-
-async def _subscriptions(sb: BCSandbox, call: Call, api: str, key: str | None) -> Reply:
-    hooks = sb.webhooks
-    body = call.body if isinstance(call.body, dict) else {}
-    context = f"{call.base}/v2.0/$metadata#subscriptions"
-    if key is None:
-        if call.method == "GET":
-            hooks.expire()
-            return Reply(200, {"@odata.context": context, "value": [s.to_json() for s in hooks.subs.values()]})
-        if call.method == "POST":
-            sub = await hooks.create(body, api)
-            return Reply(201, {"@odata.context": context + "/$entity", **sub.to_json()}, {"ETag": sub.etag})
-        raise _method_not_allowed(call.method)
-    if call.method == "GET":
-        return Reply(200, {"@odata.context": context + "/$entity", **hooks.get(key).to_json()})
-    if call.method == "PATCH":
-        sub = await hooks.renew(key, body, call.headers.get("if-match"))
-        return Reply(200, {"@odata.context": context + "/$entity", **sub.to_json()}, {"ETag": sub.etag})
-    if call.method == "DELETE":
-        hooks.delete(key, call.headers.get("if-match"))
-        return Reply(204)
-    raise _method_not_allowed(call.method)
-
-
-def _runtime(sb: BCSandbox, call: Call, segs: list[tuple[str, str | None]]) -> Reply:
-    """`microsoft/runtime/beta/companies(<id>)/webhookSupportedResources`."""
-    if (len(segs) != 2 or segs[0][0] != "companies" or segs[1] != ("webhookSupportedResources", None)
-            or (segs[0][1] or "").strip("'").lower() != sb.company_id):
-        raise _no_route()
-    names = [f"{'v2.0' if e.api == V2 else e.api}/{e.name}" for e in ENTITIES.values() if e.subscribable]
-    return Reply(200, {"value": [{"resource": name} for name in names]})

@@ -13,8 +13,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
-from sandbox.bc.api import Call, Reply, dispatch, error_reply
+from sandbox.bc.api import dispatch
 from sandbox.bc.batch import run_batch
+from sandbox.bc.calls import Call, Reply, error_reply
 from sandbox.bc.control import control_router, install_error_handler
 from sandbox.bc.errors import BCError
 from sandbox.bc.runtime import BC_AUDIENCE, BCSandbox
@@ -67,6 +68,8 @@ async def _sweep(sb: BCSandbox) -> None:
 
 def _response(reply: Reply) -> Response:
     headers = {"OData-Version": "4.0", **reply.headers}
+    if reply.text is not None:
+        return Response(reply.text.encode(), status_code=reply.status, headers=headers, media_type=reply.media_type)
     if reply.body is None:
         return Response(status_code=reply.status, headers=headers)
     content = json.dumps(reply.body, ensure_ascii=False, separators=(",", ":")).encode()

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from sandbox.bc.api import Call, Reply, dispatch
+from sandbox.bc.api import dispatch
+from sandbox.bc.calls import Call, Reply
 from sandbox.bc.errors import BCError, bad_request, error_body
 from sandbox.bc.runtime import BCSandbox
 
@@ -82,6 +83,9 @@ def _call(op: Any, api_root: str, base: str) -> tuple[str, Call]:
 def _response(op_id: str, reply: Reply) -> dict[str, Any]:
     headers = {"content-type": "application/json; odata.metadata=minimal", **reply.headers}
     out: dict[str, Any] = {"id": op_id, "status": reply.status, "headers": headers}
-    if reply.body is not None:
+    if reply.text is not None:
+        out["headers"]["content-type"] = reply.media_type
+        out["body"] = reply.text
+    elif reply.body is not None:
         out["body"] = reply.body
     return out

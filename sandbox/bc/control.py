@@ -11,13 +11,13 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 
 from sandbox.bc import documents
-from sandbox.bc.api import out
 from sandbox.bc.entities import ENTITIES
 from sandbox.bc.errors import BCError
 from sandbox.bc.guard import Faults
 from sandbox.bc.query import parse_filter
 from sandbox.bc.runtime import BCSandbox
 from sandbox.bc.seed import Seeder
+from sandbox.bc.store import Row
 
 Json = dict[str, Any]
 
@@ -25,6 +25,10 @@ Json = dict[str, Any]
 def control_router(sb: BCSandbox) -> APIRouter:
     router = APIRouter(prefix="/_sandbox")
     records, hooks = sb.records, sb.webhooks
+
+    def out(name: str, row: Row) -> Json:
+        """A row as the API shows it (enum spelling, fields this tenant lacks left out)."""
+        return sb.shape.row(name, row)
 
     def entity(name: str) -> str:
         if name not in ENTITIES:
@@ -34,21 +38,21 @@ def control_router(sb: BCSandbox) -> APIRouter:
     # ---- the human user ----------------------------------------------------------------------
     @router.get("/entities/{name}")
     async def list_rows(name: str, filter: str | None = None, top: int = 100) -> Json:
-        predicate = parse_filter(ENTITIES[entity(name)], filter)
-        rows = [out(r) for r in sb.store.table(name).rows.values() if predicate is None or predicate(r.data)]
-        return {"count": len(rows), "value": rows[:top]}
+        predicate = parse_filter(sb.shape.view(entity(name)), filter)
+        rows = [r for r in sb.store.table(name).rows.values() if predicate is None or predicate(r.data)]
+        return {"count": len(rows), "value": [sb.shape.row(name, r) for r in rows[:top]]}
 
     @router.get("/entities/{name}/{row_id}")
     async def get_row(name: str, row_id: str) -> Json:
-        return out(records.get(entity(name), row_id))
+        return out(name, records.get(entity(name), row_id))
 
     @router.post("/entities/{name}", status_code=201)
     async def create_row(name: str, body: Json = Body(...)) -> Json:
-        return out(records.get(entity(name), records.create(name, body).data["id"]))
+        return out(name, records.get(entity(name), records.create(name, body).data["id"]))
 
     @router.patch("/entities/{name}/{row_id}")
     async def patch_row(name: str, row_id: str, body: Json = Body(...)) -> Json:
-        return out(records.update(entity(name), row_id, body, None, require_if_match=False))
+        return out(name, records.update(entity(name), row_id, body, None, require_if_match=False))
 
     @router.delete("/entities/{name}/{row_id}", status_code=204)
     async def delete_row(name: str, row_id: str) -> None:
@@ -56,36 +60,37 @@ def control_router(sb: BCSandbox) -> APIRouter:
 
     @router.post("/salesOrders/{row_id}/ship")
     async def ship(row_id: str) -> Json:
-        return out(documents.ship(records, row_id))
+        return out("salesOrders", documents.ship(records, row_id))
 
     @router.post("/salesOrders/{row_id}/post")
     async def post_order(row_id: str) -> Json:
-        return out(documents.ship_and_invoice(records, row_id))
+        return out("salesInvoices", documents.ship_and_invoice(records, row_id))
 
     @router.post("/salesInvoices/{row_id}/post")
     async def post_invoice(row_id: str) -> Json:
-        return out(documents.post_invoice(records, row_id))
+        return out("salesInvoices", documents.post_invoice(records, row_id))
 
     @router.post("/salesInvoices/{row_id}/pay")
     async def pay(row_id: str, body: Json | None = Body(None)) -> Json:
         amount = (body or {}).get("amount")
-        return out(documents.pay(records, row_id, None if amount is None else float(amount)))
+        return out("salesInvoices", documents.pay(records, row_id, None if amount is None else float(amount)))
 
     @router.post("/salesInvoices/{row_id}/cancel")
     async def cancel(row_id: str) -> Json:
-        return out(documents.cancel_invoice(records, row_id))
+        return out("salesInvoices", documents.cancel_invoice(records, row_id))
 
     @router.get("/customers/{row_id}/contacts")
     async def customer_contacts(row_id: str) -> Json:
         company = records.company_contact_of(records.get("customers", row_id).data["id"])
         persons = records.persons_of(company.data["number"]) if company else []
-        return {"company": out(company) if company else None, "persons": [out(p) for p in persons]}
+        return {"company": out("contacts", company) if company else None,
+                "persons": [out("contacts", p) for p in persons]}
 
     # ---- data set ----------------------------------------------------------------------------
     @router.post("/seed")
     async def seed(body: Json | None = Body(None)) -> Json:
         spec = body or {}
-        return {"created": Seeder(records, int(spec.get("seed", 42))).run(spec)}
+        return {"created": Seeder(records, int(spec.get("seed", 42)), sb.config.custom_api).run(spec)}
 
     @router.post("/reset")
     async def reset() -> Json:

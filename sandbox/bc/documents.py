@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sandbox.bc.entities import EMPTY_GUID, ENTITIES, LINES_OF, POSTED_INVOICE_PREFIX, EntityDef
+from sandbox.bc.enums import LINE_TYPE
 from sandbox.bc.errors import bad_request, not_found
 from sandbox.bc.store import Row
 
@@ -121,7 +122,7 @@ def _copy_customer(data: dict[str, Any], customer: dict[str, Any], keep: dict[st
 
 
 def resolve_line(records: Records, data: dict[str, Any]) -> None:
-    if data["lineType"] not in ("Comment", "Account", "Item", "Resource", "Fixed Asset", "Charge"):
+    if data["lineType"] not in LINE_TYPE.names:
         raise bad_request(f"'{data['lineType']}' is not a valid lineType.")
     if data["lineType"] == "Item":
         item = None

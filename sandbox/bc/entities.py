@@ -29,9 +29,10 @@ class EntityDef:
     api: str = V2
     number_prefix: str | None = None  # number series, e.g. "C" → C00010, C00020 …
     unique: str | None = None  # the user-visible key: "number" or "code"
-    readonly: frozenset[str] = frozenset()
+    readonly: frozenset[str] = frozenset({"id", "lastModifiedDateTime"})  # SystemId, SystemModifiedAt
     parent: str | None = None  # lines: the header entity set
     subscribable: bool = True
+    entity: str = ""  # the page's EntityName (customer, salesOrderLine …): Microsoft.NAV.<entity> in $metadata
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -76,19 +77,21 @@ ENTITIES: dict[str, EntityDef] = {e.name: e for e in [
         "taxRegistrationNumber": "", "currencyId": EMPTY_GUID, "currencyCode": "",
         "paymentTermsId": EMPTY_GUID, "shipmentMethodId": EMPTY_GUID, "paymentMethodId": EMPTY_GUID,
         "blocked": " ", "lastModifiedDateTime": "",
-    }, number_prefix="C", unique="number", readonly=_COMMON_RO | {"balanceDue"}),
+    }, number_prefix="C", unique="number", readonly=_COMMON_RO | {"balanceDue"}, entity="customer"),
+    # Page 30071 "APIV2 - Contacts" without `jobTitle`: the older APIV2 page (microsoft/ALAppExtensions) has
+    # none; BCApps v29 added field(jobTitle; Rec."Job Title"). This project follows the reading without it.
     EntityDef("contacts", "Contact", {
         "id": "", "number": "", "type": "Person", "displayName": "", "companyNumber": "",
         "companyName": "", "contactBusinessRelation": "None", **ADDRESS, "phoneNumber": "",
-        "mobilePhoneNumber": "", "email": "", "website": "", "searchName": "", "jobTitle": "",
+        "mobilePhoneNumber": "", "email": "", "website": "", "searchName": "",
         "privacyBlocked": False, "taxRegistrationNumber": "", "lastModifiedDateTime": "",
-    }, number_prefix="CT", unique="number",
+    }, number_prefix="CT", unique="number", entity="contact",
         readonly=_COMMON_RO | {"companyName", "contactBusinessRelation", "searchName"}),
     EntityDef("salespeoplePurchasers", "Salesperson/Purchaser", {
         "id": "", "code": "", "displayName": "", "email": "", "email2": "", "phoneNo": "",
         "jobTitle": "", "commisionPercent": 0.0, "privacyBlocked": False, "blocked": False,
         "lastModifiedDateTime": "",
-    }, unique="code"),
+    }, unique="code", entity="salespersonPurchaser"),
     EntityDef("items", "Item", {
         "id": "", "number": "", "displayName": "", "displayName2": "", "type": "Inventory",
         "itemCategoryId": EMPTY_GUID, "itemCategoryCode": "", "blocked": False, "gtin": "",
@@ -97,53 +100,55 @@ ENTITIES: dict[str, EntityDef] = {e.name: e for e in [
         "baseUnitOfMeasureCode": "", "generalProductPostingGroupId": EMPTY_GUID,
         "generalProductPostingGroupCode": "", "inventoryPostingGroupId": EMPTY_GUID,
         "inventoryPostingGroupCode": "", "lastModifiedDateTime": "",
-    }, number_prefix="I", unique="number", readonly=_COMMON_RO | {"inventory"}),
+    }, number_prefix="I", unique="number", readonly=_COMMON_RO | {"inventory"}, entity="item"),
     EntityDef("unitsOfMeasure", "Unit of Measure", {
         "id": "", "code": "", "displayName": "", "internationalStandardCode": "", "symbol": "",
         "lastModifiedDateTime": "",
-    }, unique="code"),
+    }, unique="code", entity="unitOfMeasure"),
     EntityDef("currencies", "Currency", {
         "id": "", "code": "", "displayName": "", "symbol": "", "amountDecimalPlaces": "2:2",
         "amountRoundingPrecision": 0.01, "lastModifiedDateTime": "",
-    }, unique="code"),
+    }, unique="code", entity="currency"),
     EntityDef("salesOrders", "Sales Header", {
         **_DOC_HEADER, "orderDate": "", "requestedDeliveryDate": "0001-01-01", "partialShipping": False,
         "shortcutDimension1Code": "", "shortcutDimension2Code": "", "fullyShipped": False,
         "status": "Draft",
-    }, number_prefix="SO", unique="number", readonly=_DOC_RO),
+    }, number_prefix="SO", unique="number", readonly=_DOC_RO, entity="salesOrder"),
     EntityDef("salesOrderLines", "Sales Line", {
         **_LINE, "shippedQuantity": 0.0, "invoicedQuantity": 0.0, "invoiceQuantity": 0.0,
         "shipQuantity": 0.0,
-    }, readonly=_LINE_RO, parent="salesOrders", subscribable=False),
+    }, readonly=_LINE_RO, parent="salesOrders", subscribable=False, entity="salesOrderLine"),
     EntityDef("salesInvoices", "Sales Invoice Header", {
         **_DOC_HEADER, "invoiceDate": "", "dueDate": "", "customerPurchaseOrderReference": "",
         "orderId": EMPTY_GUID, "orderNumber": "", "remainingAmount": 0.0, "status": "Draft",
-    }, number_prefix="SI", unique="number", readonly=_DOC_RO),
+    }, number_prefix="SI", unique="number", readonly=_DOC_RO, entity="salesInvoice"),
     EntityDef("salesInvoiceLines", "Sales Invoice Line", dict(_LINE),
-              readonly=_LINE_RO, parent="salesInvoices", subscribable=False),
-    # The custom API `bcsync/integration/v1.0` (mappings.md: resources and prices).
+              readonly=_LINE_RO, parent="salesInvoices", subscribable=False, entity="salesInvoiceLine"),
+    # The custom API `bcsync/integration/v1.0` (mappings.md: resources and prices). These field lists are
+    # exactly those of the extension's AL pages (deploy/bc-extension): keep the two in step.
     EntityDef("resources", "Resource", {
         "id": "", "number": "", "displayName": "", "baseUnitOfMeasureCode": "", "unitPrice": 0.0,
         "unitCost": 0.0, "blocked": False, "lastModifiedDateTime": "",
-    }, api=CUSTOM, number_prefix="R", unique="number"),
+    }, api=CUSTOM, number_prefix="R", unique="number", entity="resource"),
     EntityDef("customerPriceGroups", "Customer Price Group", {
         "id": "", "code": "", "description": "", "currencyCode": "", "lastModifiedDateTime": "",
-    }, api=CUSTOM, unique="code"),
-    EntityDef("salesPrices", "Sales Price", {
+    }, api=CUSTOM, unique="code", entity="customerPriceGroup"),
+    # Over table 7001 "Price List Line"; `status` is its field 30 Status, enum 7005 "Price Status". Only Active
+    # lines take part in BC's price calculation (codeunit "Price Calculation Buffer Mgt.").
+    EntityDef("salesPrices", "Price List Line", {
         "id": "", "itemId": EMPTY_GUID, "customerPriceGroupCode": "", "currencyCode": "",
-        "unitOfMeasureCode": "", "unitPrice": 0.0, "minimumQuantity": 0.0, "lastModifiedDateTime": "",
-    }, api=CUSTOM),
+        "unitOfMeasureCode": "", "unitPrice": 0.0, "minimumQuantity": 0.0, "status": "Active",
+        "lastModifiedDateTime": "",
+    }, api=CUSTOM, entity="salesPrice"),
 ]}
 
-# Option fields: BC rejects values outside the enum.
-ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("customers", "type"): ("Company", "Person"),
-    ("customers", "blocked"): (" ", "Ship", "Invoice", "All"),
-    ("contacts", "type"): ("Company", "Person"),
-    ("items", "type"): ("Inventory", "Service", "Non-Inventory"),
-    ("salesOrderLines", "lineType"): ("Comment", "Account", "Item", "Resource", "Fixed Asset", "Charge"),
-    ("salesInvoiceLines", "lineType"): ("Comment", "Account", "Item", "Resource", "Fixed Asset", "Charge"),
-}
+# Page 30072 "APIV2 - Contacts Information" over the temporary table 5049 "Contact Information Buffer"
+# (ODataKeyFields = "Contact Id"; insert, modify and delete not allowed): computed on read, never stored.
+CONTACT_INFO = EntityDef("contactsInformation", "Contact Information Buffer", {
+    "contactId": "", "contactNumber": "", "contactName": "", "contactType": "Company", "relatedId": "",
+    "relatedType": "Customer",
+}, readonly=frozenset({"contactId", "contactNumber", "contactName", "contactType", "relatedId", "relatedType"}),
+    subscribable=False, entity="contactInformation")
 
 LINES_OF = {"salesOrders": "salesOrderLines", "salesInvoices": "salesInvoiceLines"}
 # Posted invoices have their own number series in BC ("PSI…"): a posted draft gets a new number.

@@ -32,3 +32,24 @@ def not_found(entity: str, key: str) -> BCError:
 
 def bad_request(message: str, code: str = "BadRequest") -> BCError:
     return BCError(400, code, message)
+
+
+def unknown_property(entity: str, name: str) -> BCError:
+    """A body property the entity type lacks. BC's text as seen in real logs quoted by third-party code (no
+    Microsoft page quotes it): "The property 'yourReference' does not exist on type 'Microsoft.NAV.salesOrder'.
+    Make sure to only use property names that are defined by the type."."""
+    return BCError(400, "BadRequest", f"The property '{name}' does not exist on type 'Microsoft.NAV.{entity}'. "
+                                      "Make sure to only use property names that are defined by the type.")
+
+
+def no_route(url: str) -> BCError:
+    """No API answers this URL, e.g. a custom API whose extension is not installed (microsoft/AL issues #8283
+    and #7889; Learn "Troubleshooting REST API/OData calls": 404, "this endpoint isn't available in
+    metadata ... might be due to uninstalling ... an app/extension")."""
+    return BCError(404, "BadRequest_NotFound", f"No HTTP resource was found that matches the request URI '{url}'.")
+
+
+def no_segment(name: str) -> BCError:
+    """An unknown entity set under a valid API route (Learn "Troubleshooting REST API/OData calls",
+    BadRequest_ResourceNotFound "Resource not found for the segment '...'")."""
+    return BCError(404, "BadRequest_ResourceNotFound", f"Resource not found for the segment '{name}'.")

@@ -12,6 +12,7 @@ from typing import Any
 
 from sandbox.bc.clock import parse_iso
 from sandbox.bc.entities import EntityDef
+from sandbox.bc.enums import ENUMS
 from sandbox.bc.errors import BCError, bad_request
 
 MAX_PAGE = 20000
@@ -55,6 +56,8 @@ class _Parser:
         self.entity, self.text = entity, text
         self.toks = _tokens(text)
         self.i = 0
+        self.terms: list[tuple[str, str, Any]] = []  # every comparison: (field, operator, value)
+        self.only_and = True  # no `or`/`not`: the comparisons are record filters (SetRange) in BC
 
     def peek(self) -> tuple[str, str]:
         return self.toks[self.i] if self.i < len(self.toks) else ("end", "")
@@ -74,6 +77,7 @@ class _Parser:
         left = self.and_expr()
         while self.peek() == ("word", "or"):
             self.take()
+            self.only_and = False
             left = _either(left, self.and_expr())
         return left
 
@@ -87,6 +91,7 @@ class _Parser:
     def unary(self) -> Predicate:
         if self.peek() == ("word", "not"):
             self.take()
+            self.only_and = False
             inner = self.unary()
             return lambda r: not inner(r)
         if self.peek()[0] == "open":
@@ -108,6 +113,7 @@ class _Parser:
         if op not in _OPS:
             raise bad_request(f"Syntax error: unknown operator '{op}' in '{self.text}'.")
         value = coerce(self.entity, name, default, self.take())
+        self.terms.append((name, op, value))
         compare = _OPS[op]
         if isinstance(value, datetime):
             return lambda r: bool(r[name]) and compare(parse_iso(r[name]), value)
@@ -120,6 +126,7 @@ class _Parser:
         self.take()
         _, name = self.take()
         self._field(name)
+        self.terms.append((name, func, None))
         if self.take()[0] != "comma":
             raise bad_request(f"',' expected in '{self.text}'.")
         kind, raw = self.take()
@@ -132,8 +139,7 @@ class _Parser:
     def _field(self, name: str) -> Any:
         if name not in self.entity.fields:
             raise bad_request(
-                f"Could not find a property named '{name}' on type "
-                f"'Microsoft.NAV.{self.entity.name[:-1]}'."
+                f"Could not find a property named '{name}' on type 'Microsoft.NAV.{self.entity.entity}'."
             )
         return self.entity.fields[name]
 
@@ -142,6 +148,13 @@ def coerce(entity: EntityDef, name: str, default: Any, token: tuple[str, str]) -
     kind, raw = token
     if kind == "str":
         text = raw[1:-1].replace("''", "'")
+        enum = ENUMS.get((entity.name, name))
+        if enum is not None:  # either spelling: 'In Review' or 'In_x0020_Review' (sandbox/bc/enums.py)
+            member = enum.canonical(text)
+            if member is None:
+                raise bad_request(f"Cannot convert the literal '{text}' to the expected type "
+                                  f"'Microsoft.NAV.{enum.name}'.")
+            return member
         return parse_iso(text) if name.endswith(("DateTime", "Date")) and text else text
     if raw == "null":
         return ""
@@ -173,6 +186,15 @@ def parse_filter(entity: EntityDef, text: str | None) -> Predicate | None:
         raise bad_request(f"Invalid filter expression '{text}'.") from exc
 
 
+def filter_terms(entity: EntityDef, text: str | None) -> tuple[list[tuple[str, str, Any]], bool]:
+    """The comparisons of a `$filter` and whether they are joined by `and` only."""
+    if not text:
+        return [], True
+    parser = _Parser(entity, text)
+    parser.parse()
+    return parser.terms, parser.only_and
+
+
 def parse_select(entity: EntityDef, text: str | None) -> list[str] | None:
     if not text:
         return None
@@ -180,7 +202,7 @@ def parse_select(entity: EntityDef, text: str | None) -> list[str] | None:
     for name in fields:
         if name not in entity.fields:
             raise bad_request(
-                f"Could not find a property named '{name}' on type 'Microsoft.NAV.{entity.name[:-1]}'."
+                f"Could not find a property named '{name}' on type 'Microsoft.NAV.{entity.entity}'."
             )
     return fields
 

@@ -10,8 +10,10 @@ import uuid
 from typing import Any
 
 from sandbox.bc import documents
-from sandbox.bc.entities import EMPTY_GUID, ENTITIES, ENUMS, LINES_OF, EntityDef
-from sandbox.bc.errors import BCError, bad_request, not_found
+from sandbox.bc.entities import EMPTY_GUID, ENTITIES, LINES_OF, EntityDef
+from sandbox.bc.enums import ENUMS
+from sandbox.bc.errors import BCError, bad_request, not_found, unknown_property
+from sandbox.bc.shape import Shape
 from sandbox.bc.store import Row, Store
 
 _TYPES = {bool: "Edm.Boolean", float: "Edm.Decimal", int: "Edm.Int32", str: "Edm.String"}
@@ -38,8 +40,9 @@ def related_missing(entity: str, field: str, value: str, related: str) -> BCErro
 
 
 class Records:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, shape: Shape) -> None:
         self.store = store
+        self.shape = shape
 
     # ---- reads --------------------------------------------------------------------------------
     def get(self, name: str, row_id: str) -> Row:
@@ -53,21 +56,27 @@ class Records:
 
     # ---- validation ---------------------------------------------------------------------------
     def clean(self, entity: EntityDef, body: dict[str, Any], creating: bool) -> dict[str, Any]:
-        """Check names and types; drop read-only fields (BC ignores most of them silently)."""
+        """Check names and types; drop read-only fields (BC ignores most of them silently).
+
+        Enum values may come in either spelling ("_x0020_" or " "); memory keeps the AL member name."""
         out: dict[str, Any] = {}
+        fields = self.shape.view(entity.name).fields  # a field this tenant lacks is unknown
         for key, value in body.items():
-            if key.startswith("@odata.") or key in LINES_OF.values():
+            if key.startswith("@odata.") or key == LINES_OF.get(entity.name):
                 continue
-            if key not in entity.fields:
-                raise bad_request("Does not support untyped value in non-open type.")
+            if key not in fields:
+                raise unknown_property(entity.entity, key)
             if key in entity.readonly or (key == "number" and not creating and entity.unique == "number"):
                 continue
             default = entity.fields[key]
             out[key] = _convert(key, default, value)
-            allowed = ENUMS.get((entity.name, key))
-            if allowed and out[key] not in allowed:
-                raise bad_request(f"Cannot convert the literal '{out[key]}' to the expected type "
-                                  f"'Microsoft.NAV.{key}' ({', '.join(repr(a) for a in allowed)}).")
+            enum = ENUMS.get((entity.name, key))
+            if enum:
+                member = enum.canonical(str(out[key]))
+                if member is None:
+                    raise bad_request(f"Cannot convert the literal '{out[key]}' to the expected type "
+                                      f"'Microsoft.NAV.{enum.name}'.")
+                out[key] = member
         return out
 
     # ---- writes -------------------------------------------------------------------------------
@@ -220,7 +229,7 @@ class Records:
         return self.store.table("contacts").rows.get(contact_id) if contact_id else None
 
     def persons_of(self, company_number: str) -> list[Row]:
-        return [r for r in self.store.table("contacts").rows.values()
+        return [r for r in self.store.table("contacts").group(company_number)
                 if r.data["type"] == "Person" and r.data["companyNumber"] == company_number]
 
     def _create_company_contact(self, customer: Row) -> None:
@@ -248,20 +257,20 @@ class Records:
         if contact is not None:
             self.store.put("contacts", {**contact.data, "contactBusinessRelation": "None"})
 
-    def contacts_information(self, customer_id: str | None = None) -> list[dict[str, Any]]:
-        """BC's `contactsInformation`: which contact stands for which customer."""
-        out = []
-        for cust_id, contact_id in self.store.contact_links.items():
-            if customer_id and cust_id != customer_id.lower():
-                continue
-            contact = self.store.table("contacts").rows.get(contact_id)
-            if contact:
-                out.append({
-                    "contactId": contact_id, "contactNumber": contact.data["number"],
-                    "contactName": contact.data["displayName"], "contactType": contact.data["type"],
-                    "relatedId": cust_id, "relatedType": "Customer",
-                })
-        return out
+    def contacts_information(self, customer_id: str) -> list[dict[str, Any]]:
+        """Table 5049 "Contact Information Buffer".LoadDataFromFilters for a customer: the contact of its
+        business relation (the Company contact) and every contact whose Company No. is that contact's number
+        (so the company itself and its persons), in contact number order, each with relatedId = the customer
+        and relatedType Customer. If none has that Company No., the relation's contact alone."""
+        company = self.company_contact_of(customer_id.lower())
+        if company is None:
+            return []
+        number = company.data["number"]
+        rows = [r for r in self.store.table("contacts").group(number) if r.data["companyNumber"] == number]
+        rows = sorted(rows or [company], key=lambda r: str(r.data["number"]))
+        return [{"contactId": r.data["id"], "contactNumber": r.data["number"], "contactName": r.data["displayName"],
+                 "contactType": r.data["type"], "relatedId": customer_id.lower(), "relatedType": "Customer"}
+                for r in rows]
 
 
 def _contact_fields(customer: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from sandbox.bc.clock import Clock
 from sandbox.bc.guard import Budget, Faults, RequestLog
 from sandbox.bc.records import Records
+from sandbox.bc.shape import Shape
 from sandbox.bc.store import Store
 from sandbox.bc.webhooks import Webhooks, WebhookSettings
 from sandbox.config import SandboxConfig
@@ -20,6 +21,7 @@ class BCSandbox:
     config: SandboxConfig
     tokens: TokenIssuer
     clock: Clock = field(init=False)
+    shape: Shape = field(init=False)
     store: Store = field(init=False)
     records: Records = field(init=False)
     webhooks: Webhooks = field(init=False)
@@ -29,10 +31,11 @@ class BCSandbox:
 
     def __post_init__(self) -> None:
         self.clock = Clock(self.config.time_factor)
+        self.shape = Shape(self.config)
         self.store = Store(self.clock)
-        self.records = Records(self.store)
+        self.records = Records(self.store, self.shape)
         settings = WebhookSettings(notify_delay=self.config.bc_notify_delay)
-        self.webhooks = Webhooks(self.clock, self.config.company_id.lower(), settings)
+        self.webhooks = Webhooks(self.clock, self.config, settings)
         self.store.on_change = self.webhooks.on_change
 
     @property

@@ -31,9 +31,10 @@ ADJECTIVES = ["Athens", "Berlin", "Paris", "Rome", "London", "Oslo", "Madrid", "
 
 
 class Seeder:
-    def __init__(self, records: Records, seed: int = 42) -> None:
+    def __init__(self, records: Records, seed: int = 42, custom_api: bool = True) -> None:
         self.records, self.store = records, records.store
         self.rnd = random.Random(seed)  # noqa: S311 - demo data, not security
+        self.custom_api = custom_api  # without the bcsync extension: no resources, price groups or prices
 
     def _put(self, name: str, **values: Any) -> dict[str, Any]:
         entity = ENTITIES[name]
@@ -74,6 +75,8 @@ class Seeder:
         counts["contacts"] = counts["customers"] * (1 + per_customer)
         items = [self._item() for _ in range(int(spec.get("items", 0)))]
         counts["items"] = len(items)
+        if not self.custom_api:
+            return counts
         counts["resources"] = len([self._resource() for _ in range(int(spec.get("resources", 0)))])
         groups = [self._price_group(i) for i in range(int(spec.get("priceGroups", 0)))]
         counts["customerPriceGroups"] = len(groups)
@@ -83,7 +86,7 @@ class Seeder:
                 self._put("salesPrices", itemId=item["id"], customerPriceGroupCode=group["code"],
                           currencyCode=group["currencyCode"], unitOfMeasureCode=item["baseUnitOfMeasureCode"],
                           unitPrice=round(item["unitPrice"] * self.rnd.uniform(0.8, 0.95), 2),
-                          minimumQuantity=float(self.rnd.choice([0, 1, 10])))
+                          minimumQuantity=float(self.rnd.choice([0, 1, 10])), status="Active")
                 prices += 1
         counts["salesPrices"] = prices
         return counts
@@ -115,18 +118,18 @@ class Seeder:
             creditLimit=float(self.rnd.choice([0, 5000, 10000, 25000])), taxLiable=country == "US",
             currencyCode=currency, currencyId=cur["id"] if cur else ENTITIES["customers"].fields["currencyId"],
         )
-        company = self._put("contacts", type="Company", displayName=name, companyName=name,
-                            contactBusinessRelation="Customer", searchName=name.upper(), **address,
-                            phoneNumber=customer["phoneNumber"], email=customer["email"],
+        number = self.store.next_number("CT")  # a Company contact is its own company (Company No. = No.)
+        company = self._put("contacts", type="Company", number=number, displayName=name, companyNumber=number,
+                            companyName=name, contactBusinessRelation="Customer", searchName=name.upper(),
+                            **address, phoneNumber=customer["phoneNumber"], email=customer["email"],
                             website=customer["website"])
-        self.store.table("contacts").rows[company["id"]].data["companyNumber"] = company["number"]
         self.store.link_contact(customer["id"], company["id"])
         for _ in range(persons):
             first, last = self.rnd.choice(FIRST), self.rnd.choice(LAST)
             self._put("contacts", type="Person", displayName=f"{first} {last}",
                       companyNumber=company["number"], companyName=name, searchName=f"{first} {last}".upper(),
                       **address, email=f"{first}.{last}@{domain}".lower(), phoneNumber=self._phone(),
-                      mobilePhoneNumber=self._phone(), jobTitle=self.rnd.choice(["Buyer", "CEO", "Controller"]))
+                      mobilePhoneNumber=self._phone())
 
     def _item(self) -> dict[str, Any]:
         service = self.rnd.random() < 0.1

@@ -18,6 +18,9 @@ from sandbox.bc.clock import Clock, iso
 from sandbox.bc.entities import ENTITIES, EntityDef
 
 ChangeListener = Callable[[EntityDef, str, str, datetime], None]  # entity, id, changeType, time
+# Secondary indexes: the contacts of a company contact (its own row and its persons) are looked up on every
+# `customers(<id>)/contactsInformation` read.
+GROUPED_BY = {"contacts": "companyNumber"}
 
 
 @dataclass
@@ -40,10 +43,17 @@ class Table:
         self.entity = entity
         self.rows: dict[str, Row] = {}
         self.by_unique: dict[str, str] = {}  # number/code → id
+        self.group_field = GROUPED_BY.get(entity.name)
+        self.groups: dict[str, dict[str, None]] = {}  # GROUPED_BY value (upper case) → ids, in insertion order
 
     def find_unique(self, value: str) -> Row | None:
         row_id = self.by_unique.get(value.upper())
         return self.rows.get(row_id) if row_id else None
+
+    def group(self, value: str) -> list[Row]:
+        """The rows whose GROUPED_BY field is `value` (case-insensitive, as BC's collation)."""
+        ids = self.groups.get(value.upper(), {})
+        return [self.rows[row_id] for row_id in ids if row_id in self.rows]
 
 
 class Store:
@@ -95,13 +105,17 @@ class Store:
 
     @staticmethod
     def _reindex(table: Table, old: Row | None, new: Row | None) -> None:
-        key = table.entity.unique
-        if not key:
-            return
+        key, group = table.entity.unique, table.group_field
         if old is not None:
-            table.by_unique.pop(str(old.data.get(key, "")).upper(), None)
-        if new is not None and new.data.get(key):
-            table.by_unique[str(new.data[key]).upper()] = new.data["id"]
+            if key:
+                table.by_unique.pop(str(old.data.get(key, "")).upper(), None)
+            if group:
+                table.groups.get(str(old.data.get(group, "")).upper(), {}).pop(old.data["id"], None)
+        if new is not None:
+            if key and new.data.get(key):
+                table.by_unique[str(new.data[key]).upper()] = new.data["id"]
+            if group and new.data.get(group):
+                table.groups.setdefault(str(new.data[group]).upper(), {})[new.data["id"]] = None
 
     def link_contact(self, customer_id: str, contact_id: str) -> None:
         self.contact_links[customer_id] = contact_id
@@ -154,6 +168,7 @@ class Store:
         for table in self.tables.values():
             table.rows.clear()
             table.by_unique.clear()
+            table.groups.clear()
         self.counters.clear()
         self.contact_links.clear()
 

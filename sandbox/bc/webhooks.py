@@ -14,19 +14,23 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
 from sandbox.bc.clock import Clock, iso
-from sandbox.bc.entities import ENTITIES, V2, EntityDef
+from sandbox.bc.entities import CUSTOM, ENTITIES, V2, EntityDef, entity_for
 from sandbox.bc.errors import BCError, bad_request
 from sandbox.bc.records import check_if_match
 from sandbox.bc.store import make_etag
+from sandbox.config import SandboxConfig
 
-_RESOURCE = re.compile(
-    r"^(?:.*?/?api/(?P<api>v2\.0|[^/]+/[^/]+/v[\d.]+)/)?companies\((?P<cid>[^)]+)\)/(?P<set>\w+)/?$"
-)
+# A subscription's resource after the environment root: `api/<api>/companies(<id>)/<entity set>`.
+_RESOURCE = re.compile(r"^api/(?P<api>.+?)/companies\((?P<cid>[^)/]+)\)/(?P<set>\w+)$")
+# Page "Working with webhooks in Dynamics 365 Business Central": contacts and salespeoplePurchasers are not in
+# its list of supported entities; BC's source rules (page 5460 "Webhook Supported Resources": a real source
+# table, a single-field key) would allow both. `webhook_contacts` picks the reading.
+_UNLISTED_UNLESS_CONTACTS = {"contacts", "salespeoplePurchasers"}
 
 
 @dataclass
@@ -48,9 +52,10 @@ class WebhookSettings:
 class Subscription:
     id: str
     notification_url: str
-    resource: str
+    resource: str  # verbatim as posted
     api: str
     entity: str
+    base: str  # `http://<host>/v2.0/<tenant>/<env>/api` of the subscribing request: absolute resource URLs
     client_state: str
     expires: datetime
     modified: datetime
@@ -70,9 +75,10 @@ class Subscription:
 
 
 class Webhooks:
-    def __init__(self, clock: Clock, company_id: str, settings: WebhookSettings) -> None:
+    def __init__(self, clock: Clock, config: SandboxConfig, settings: WebhookSettings) -> None:
         self.clock = clock
-        self.company_id = company_id
+        self.config = config
+        self.company_id = config.company_id.lower()
         self.settings = settings
         self.subs: dict[str, Subscription] = {}
         self.deliveries: list[dict[str, Any]] = []  # every handshake and notification attempt
@@ -82,30 +88,57 @@ class Webhooks:
         self.client = httpx.AsyncClient()
 
     # ---- subscriptions -----------------------------------------------------------------------
-    def _parse_resource(self, resource: str, api: str) -> tuple[str, EntityDef]:
-        match = _RESOURCE.match(resource.strip())
-        entity = ENTITIES.get(match.group("set")) if match else None
-        resource_api = (match.group("api") if match else None) or api
-        if not match or entity is None or entity.api != resource_api or not entity.subscribable:
-            raise bad_request(f"The resource '{resource}' is not supported for subscriptions.",
-                              "BadRequest_ResourceNotFound")
-        if match.group("cid").strip("'").lower() != self.company_id.lower():
-            raise BCError(404, "Internal_CompanyNotFound", "The company does not exist.")
-        return resource_api, entity
+    def supported(self, entity: EntityDef) -> bool:
+        """Listed in webhookSupportedResources (page 5460): a page over a real table with a single-field key,
+        so never line sets (whose changes notify their header) nor contactsInformation (temporary table)."""
+        if not entity.subscribable or (entity.api == CUSTOM and not self.config.custom_api):
+            return False
+        return entity.name not in _UNLISTED_UNLESS_CONTACTS or self.config.webhook_contacts
 
-    async def create(self, body: dict[str, Any], api: str = V2) -> Subscription:
+    def supported_resources(self) -> list[str]:
+        # Page 5460 GetResourceUri: '<version>/<entity set>' for standard APIs,
+        # '<publisher>/<group>/<version>/<entity set>' for custom ones.
+        return [f"{e.api}/{e.name}" for e in ENTITIES.values() if self.supported(e)]
+
+    def _parse_resource(self, resource: str, api: str, base: str) -> EntityDef:
+        """The entity set a subscription's `resource` names. Page "Working with webhooks in Dynamics 365
+        Business Central" posts "/api/v2.0/companies(<id>)/customers"; "subscriptions resource type" says
+        relative and absolute URLs are supported. For a custom API "both the URL you send the subscription
+        HTTP request to and the resource path ... must include <APIPublisher>/<APIGroup>/<APIVersion>", so the
+        resource's API must be the endpoint's. BC's own text for a refused resource is unverified (issue
+        MicrosoftDocs/dynamics365smb-devitpro-pb#2915 paraphrases it as "did not exist")."""
+        path = resource.strip()
+        parts = urlsplit(path)
+        if parts.scheme in ("http", "https"):
+            root = f"/v2.0/{self.config.tenant_id}/{self.config.environment}/".lower()
+            own = {urlsplit(base).netloc.lower(), f"127.0.0.1:{self.config.bc_port}",
+                   f"localhost:{self.config.bc_port}"}
+            path = parts.path[len(root):] if (parts.path.lower().startswith(root) and not parts.query
+                                              and parts.netloc.lower() in own) else ""
+        elif path.startswith("/"):
+            path = path[1:]
+        match = _RESOURCE.match(path)
+        entity = entity_for(match.group("api"), match.group("set")) if match else None
+        if match is None or entity is None or entity.api != api or not self.supported(entity):
+            raise bad_request(f"The resource '{resource}' is not supported for subscriptions at this endpoint.",
+                              "BadRequest_ResourceNotFound")
+        if match.group("cid").strip("'").lower() != self.company_id:
+            raise BCError(404, "Internal_CompanyNotFound", "The company does not exist.")
+        return entity
+
+    async def create(self, body: dict[str, Any], api: str = V2, base: str = "") -> Subscription:
         self.expire()
         url, resource = str(body.get("notificationUrl") or ""), str(body.get("resource") or "")
         if not url.startswith(("http://", "https://")) or not resource:
             raise bad_request("The fields notificationUrl and resource must have a value.")
-        resource_api, entity = self._parse_resource(resource, api)
+        entity = self._parse_resource(resource, api, base)
         if len(self.subs) >= self.settings.max_subscriptions:
             raise bad_request(f"You have reached the maximum number of subscriptions "
                               f"({self.settings.max_subscriptions}).", "BadRequest_SubscriptionLimit")
         await self.handshake(url)
         now = self.clock.now()
         sub_id = uuid.uuid4().hex
-        sub = Subscription(sub_id, url, resource, resource_api, entity.name,
+        sub = Subscription(sub_id, url, resource, entity.api, entity.name, base,
                            str(body.get("clientState") or ""), self._expiry(now), now, make_etag(sub_id, 1))
         self.subs[sub_id] = sub
         return sub
@@ -172,7 +205,9 @@ class Webhooks:
             if sub.entity != entity.name or sub.api != entity.api:
                 continue
             if sub.window_start is None:
-                sub.window_start = when - timedelta(milliseconds=1)
+                # codeunit "API Webhook Notification Send".GetEntityCollectionUrl: "Subtract 50 milliseconds to
+                # be sure we get all the changes" from the first change's time.
+                sub.window_start = when - timedelta(milliseconds=50)
             last = sub.pending[-1] if sub.pending else None
             if last and last[0] == row_id and last[1] == change == "updated":
                 sub.pending[-1] = (row_id, change, when)  # repeated updates are merged
@@ -195,10 +230,26 @@ class Webhooks:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _prefixes(self, sub: Subscription) -> tuple[str, str]:
+        """The notification `resource` before "(<key>)" and before "?$filter=" (`notification_resource`):
+        - as-subscribed: codeunit "API Webhook Notification Send" (GetSingleEntityUrl '%1(%2)',
+          GetEntityCollectionUrl) starts both with the subscription's stored resource URL, verbatim;
+        - relative: the sample of page "Working with webhooks in Dynamics 365 Business Central": entities as
+          "api/v2.0/companies(<c>)/customers(<id>)", its collection example with a leading slash;
+        - absolute: this environment's full URL (BC's own tests store GetUrl(CLIENTTYPE::Api, …))."""
+        style = self.config.notification_resource
+        if style == "as-subscribed":
+            return sub.resource, sub.resource
+        relative = f"api/{sub.api}/companies({self.company_id})/{sub.entity}"
+        if style == "relative":
+            return relative, "/" + relative
+        absolute = f"{sub.base}/{relative[len('api/'):]}"
+        return absolute, absolute
+
     def _entries(self, sub: Subscription) -> list[dict[str, Any]]:
         base = {"subscriptionId": sub.id, "clientState": sub.client_state,
                 "expirationDateTime": iso(sub.expires)}
-        collection = f"api/{sub.api}/companies({self.company_id})/{sub.entity}"
+        single, collection = self._prefixes(sub)
         pending, start = sub.pending, sub.window_start
         sub.pending, sub.window_start = [], None
         if len(pending) > self.settings.collection_threshold:
@@ -208,7 +259,8 @@ class Webhooks:
             latest = max(when for _, _, when in pending)
             return [{**base, "resource": collection, "changeType": "collection",
                      "lastModifiedDateTime": iso(latest)}]
-        return [{**base, "resource": f"{collection}({row_id})", "changeType": change,
+        # Every key is a SystemId GUID (ODataKeyFields = SystemId): written bare.
+        return [{**base, "resource": f"{single}({row_id})", "changeType": change,
                  "lastModifiedDateTime": iso(when)} for row_id, change, when in pending]
 
     async def flush(self, url: str) -> None:

@@ -65,9 +65,11 @@ class Receiver:
 
 
 @pytest.fixture
-def bc_config() -> SandboxConfig:
+def bc_config(request: pytest.FixtureRequest) -> SandboxConfig:
+    """Readings can be chosen per test: `@pytest.mark.parametrize("bc_config", [{...}], indirect=True)`."""
+    readings: dict[str, Any] = getattr(request, "param", {})
     # 1 protocol second = 0.1 ms: BC's 1-minute retry delay becomes 6 ms, 3 days ≈ 26 s.
-    return SandboxConfig(time_factor=0.0001, bc_notify_delay=0.05)
+    return SandboxConfig(time_factor=0.0001, bc_notify_delay=0.05, **readings)
 
 
 @pytest.fixture

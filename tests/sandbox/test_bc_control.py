@@ -25,7 +25,7 @@ async def test_seed_10k_fast(client: httpx.AsyncClient) -> None:
 
 async def test_human_user_needs_no_if_match_and_notifies(client: httpx.AsyncClient, receiver: Receiver) -> None:
     await client.post(f"{ROOT}/subscriptions", json={
-        "notificationUrl": HOOK_URL, "resource": f"companies({COMPANY.split('(')[1][:-1]})/items",
+        "notificationUrl": HOOK_URL, "resource": f"/api/v2.0/companies({COMPANY.split('(')[1][:-1]})/items",
         "clientState": "s"})
     created = await client.post("/_sandbox/entities/items", json={"displayName": "Lamp"})
     assert created.status_code == 201

@@ -55,7 +55,7 @@ def test_subscription_and_notification_over_http(live: Live, hook: str) -> None:
     company = f"companies({live.config.company_id})"
     with httpx.Client(headers=headers, timeout=10) as http:
         sub = http.post(f"{live.bc_root}/subscriptions", json={
-            "notificationUrl": hook, "resource": f"{company}/customers", "clientState": "cs"})
+            "notificationUrl": hook, "resource": f"/api/v2.0/{company}/customers", "clientState": "cs"})
         assert sub.status_code == 201, sub.text
         created = http.post(f"{live.bc_root}/{company}/customers", json={"displayName": "Live"})
         assert created.status_code == 201

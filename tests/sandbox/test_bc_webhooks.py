@@ -11,7 +11,10 @@ import httpx
 from sandbox.bc.runtime import BCSandbox
 from tests.sandbox.conftest import COMPANY, HOOK_URL, ROOT, Receiver, make
 
-RESOURCE = f"companies({COMPANY.split('(')[1].rstrip(')')})/customers"
+COMPANY_ID = COMPANY.split('(')[1].rstrip(')')
+# As page "Working with webhooks in Dynamics 365 Business Central" posts it.
+RESOURCE = f"/api/v2.0/companies({COMPANY_ID})/customers"
+CUSTOM_ROOT = ROOT.replace("/api/v2.0", "/api/bcsync/integration/v1.0")
 
 
 async def subscribe(client: httpx.AsyncClient, resource: str = RESOURCE, url: str = HOOK_URL) -> httpx.Response:
@@ -74,7 +77,7 @@ async def test_notifications_batched_and_merged(client: httpx.AsyncClient, recei
     assert [n["changeType"] for n in value] == ["created", "updated"]  # three updates merged into one
     entry = value[1]
     assert entry["subscriptionId"] == sub["subscriptionId"] and entry["clientState"] == "state-1"
-    assert entry["resource"].lstrip("/") == f"api/v2.0/{RESOURCE}({customer['id']})"
+    assert entry["resource"] == f"{RESOURCE}({customer['id']})"  # the stored resource + "(<key>)"
     assert entry["expirationDateTime"] == sub["expirationDateTime"]
     headers = receiver.headers[0]
     assert headers["content-type"] == "application/json" and "clientrequestid" in headers
@@ -167,7 +170,7 @@ async def test_dropped_webhooks(client: httpx.AsyncClient, receiver: Receiver, b
 
 
 async def test_supported_resources(client: httpx.AsyncClient) -> None:
-    url = ROOT.replace("/api/v2.0", "/api/microsoft/runtime/beta") + "/" + RESOURCE.replace("/customers", "")
+    url = ROOT.replace("/api/v2.0", "/api/microsoft/runtime/beta") + f"/companies({COMPANY_ID})"
     response = await client.get(f"{url}/webhookSupportedResources")
     names: list[Any] = [r["resource"] for r in response.json()["value"]]
     assert "v2.0/customers" in names and "v2.0/salesOrderLines" not in names
@@ -212,11 +215,14 @@ async def test_no_answer_is_retried_then_deleted(client: httpx.AsyncClient, rece
 
 
 async def test_custom_api_subscription(client: httpx.AsyncClient, receiver: Receiver) -> None:
-    resource = "/api/bcsync/integration/v1.0/" + RESOURCE.replace("customers", "resources")
-    assert (await subscribe(client, resource=resource)).status_code == 201
+    resource = f"/api/bcsync/integration/v1.0/companies({COMPANY_ID})/resources"
+    at_v2 = await client.post(f"{ROOT}/subscriptions", json={"notificationUrl": HOOK_URL, "resource": resource})
+    assert at_v2.status_code == 400  # a custom API resource is subscribed at that API's own endpoint
+    response = await client.post(f"{CUSTOM_ROOT}/subscriptions", json={"notificationUrl": HOOK_URL,
+                                                                      "resource": resource, "clientState": "c"})
+    assert response.status_code == 201, response.text
     custom_root = COMPANY.replace("/api/v2.0/", "/api/bcsync/integration/v1.0/")
     created = await make(client, "resources", {"displayName": "Consultant"}, custom_root)
     await receiver.wait(1)
     entry = receiver.notifications[0]["value"][0]
-    assert entry["resource"] == "api/bcsync/integration/v1.0/" + RESOURCE.replace(
-        "customers", f"resources({created['id']})")
+    assert entry["resource"] == f"{resource}({created['id']})"
