@@ -27,7 +27,9 @@ def create_app(config: SandboxConfig, tokens: TokenIssuer, *,
                             timeout=webhook_timeout,
                             retry_delay=webhook_retry_delay if webhook_retry_delay is not None
                             else 1.0 * config.time_factor,
-                            transport=webhook_transport)
+                            transport=webhook_transport,
+                            primary_name_image=config.async_primary_name_image,
+                            zero_operation_id=config.zero_operation_id)
     state = DataverseState(config, tokens, org, dispatcher, Budget(), faults)
 
     @asynccontextmanager

@@ -12,13 +12,16 @@ from typing import Any
 
 from sandbox.dataverse import identity
 from sandbox.dataverse.engine import Change
-from sandbox.dataverse.schema import CUSTOMER_TYPE_LABELS, OPTION, STATE_LABELS, STATUS_LABELS, TABLES
+from sandbox.dataverse.schema import OPTION, TABLES, choice_labels
 from sandbox.dataverse.store import Row, Store
 from sandbox.dataverse.values import CONTRACTS, EntityRef, entity_reference, ms_date, now, to_context
 
 # Columns that never travel in a context (the row version is reported as RowVersion: null in samples).
 _HIDDEN = {"versionnumber", "authvalue"}
 PRE, POST, BOTH = 0, 1, 2
+ASYNC = 1
+PRIMARY_NAME_IMAGE = "AsynchronousStepPrimaryName"
+ZERO_GUID = "00000000-0000-0000-0000-000000000000"
 
 
 def _ref_name(store: Store, ref: EntityRef) -> str | None:
@@ -45,13 +48,7 @@ def _formatted(logical: str, row: Row) -> list[dict[str, Any]]:
     for key, value in row.items():
         if table.column_type(key) != OPTION or not isinstance(value, int):
             continue
-        labels: dict[int, str] = {}
-        if key == "statecode":
-            labels = STATE_LABELS.get(logical, {0: "Active", 1: "Inactive"})
-        elif key == "statuscode":
-            labels = STATUS_LABELS.get(logical, {1: "Active", 2: "Inactive"})
-        elif key == "customertypecode":
-            labels = CUSTOMER_TYPE_LABELS
+        labels = choice_labels(logical, key)
         if value in labels:
             out.append({"key": key, "value": labels[value]})
     return out
@@ -83,7 +80,23 @@ def _images(change: Change, images: list[Row], store: Store, pre: bool) -> list[
     return out
 
 
-def build(change: Change, step: Row, images: list[Row], store: Store) -> dict[str, Any]:
+def _primary_name_image(change: Change) -> list[dict[str, Any]]:
+    """Dataverse's own image on asynchronous steps: the primary name (when set) and the id, no `__type`
+    ("Use WebHooks to create external handlers for server events", asynchronous sample; the Contact Center
+    sample shows only the id when the name is empty). Post image on Create/Update, pre image on Delete
+    (community test suites of webhook payloads)."""
+    source = change.pre if change.message == "Delete" else change.post
+    if source is None:
+        return []
+    table = TABLES[change.logical]
+    attrs = [{"key": table.primary_name, "value": source[table.primary_name]}] \
+        if source.get(table.primary_name) is not None and table.primary_name in table.columns else []
+    attrs.append({"key": table.primary_id, "value": change.record_id})
+    return [{"key": PRIMARY_NAME_IMAGE, "value": _entity(change.logical, change.record_id, attrs, [], typed=False)}]
+
+
+def build(change: Change, step: Row, images: list[Row], store: Store, *, primary_name_image: bool = True,
+          zero_operation_id: bool = False) -> dict[str, Any]:
     if change.message == "Delete":
         target: dict[str, Any] = entity_reference(EntityRef(change.logical, change.record_id))
     else:
@@ -97,6 +110,13 @@ def build(change: Change, step: Row, images: list[Row], store: Store) -> dict[st
         shared.append({"key": "tag", "value": change.tag})
     output = [{"key": "id", "value": change.record_id}] if change.message == "Create" else []
     caller = change.caller
+    post = _images(change, images, store, pre=False)
+    pre = _images(change, images, store, pre=True)
+    if primary_name_image and step.get("mode", 1) == ASYNC:
+        if change.message == "Delete":
+            pre = _primary_name_image(change) + pre
+        else:
+            post = _primary_name_image(change) + post
     return {
         "BusinessUnitId": identity.BUSINESS_UNIT_ID,
         "CorrelationId": change.correlation_id,
@@ -111,7 +131,10 @@ def build(change: Change, step: Row, images: list[Row], store: Store) -> dict[st
         "MessageName": change.message,
         "Mode": step.get("mode", 1),
         "OperationCreatedOn": ms_date(now()),
-        "OperationId": str(uuid.uuid4()),
+        # OperationId names the step's system job (non-zero in use-webhooks.md's sample); the zero reading
+        # (`zero_operation_id`) leaves RequestId to identify the delivery. Built once per delivery, so
+        # Dataverse's one retry carries the same values.
+        "OperationId": ZERO_GUID if zero_operation_id else str(uuid.uuid4()),
         "OrganizationId": identity.ORGANIZATION_ID,
         "OrganizationName": identity.ORGANIZATION_NAME,
         "OutputParameters": output,
@@ -119,11 +142,11 @@ def build(change: Change, step: Row, images: list[Row], store: Store) -> dict[st
                             "LogicalName": "sdkmessageprocessingstep", "Name": step.get("name"),
                             "RowVersion": None},
         "ParentContext": None,
-        "PostEntityImages": _images(change, images, store, pre=False),
-        "PreEntityImages": _images(change, images, store, pre=True),
+        "PostEntityImages": post,
+        "PreEntityImages": pre,
         "PrimaryEntityId": change.record_id,
         "PrimaryEntityName": change.logical,
-        "RequestId": str(uuid.uuid4()),
+        "RequestId": change.request_id,
         "SecondaryEntityName": "none",
         "SharedVariables": shared,
         "Stage": step.get("stage", 40),

@@ -75,8 +75,11 @@ def parse_settings(authvalue: str) -> dict[str, str]:
 
 class Dispatcher:
     def __init__(self, org: Organization, faults: Faults, organization_host: str, timeout: float = 60.0,
-                 retry_delay: float = 1.0, transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 retry_delay: float = 1.0, transport: httpx.AsyncBaseTransport | None = None, *,
+                 primary_name_image: bool = True, zero_operation_id: bool = False) -> None:
         self.org = org
+        self.primary_name_image = primary_name_image  # the readings of config.py
+        self.zero_operation_id = zero_operation_id
         self.faults = faults
         self.organization_host = organization_host
         self.timeout = timeout
@@ -114,7 +117,8 @@ class Dispatcher:
         for step, endpoint in self._steps_for(change):
             images = [i for i in self.org.store.all("sdkmessageprocessingstepimage")
                       if _ref_id(i.get("sdkmessageprocessingstepid")) == step["sdkmessageprocessingstepid"]]
-            body = context.build(change, step, images, self.org.store)
+            body = context.build(change, step, images, self.org.store, primary_name_image=self.primary_name_image,
+                                 zero_operation_id=self.zero_operation_id)
             self._schedule(change, step, endpoint, body)
 
     # --- sending ----------------------------------------------------------------------------------------

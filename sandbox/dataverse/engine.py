@@ -27,6 +27,8 @@ class Change:
     tag: str | None = None
     correlation_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     depth: int = 1
+    # The pipeline's request: one per operation, shared by every step it triggers and kept on a retry.
+    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
 Listener = Callable[[Change], None]
@@ -112,7 +114,7 @@ class Organization:
             for child in self.store.all(child_logical):
                 ref = child.get(column)
                 if isinstance(ref, EntityRef) and ref.id == record_id:
-                    self.delete(child_logical, child[f"{child_logical}id"], caller, tag, depth + 1)
+                    self.delete(child_logical, child[TABLES[child_logical].primary_id], caller, tag, depth + 1)
         self.store.remove(logical, record_id)
         self._after_write(table, row, caller)
         self._emit(Change("Delete", logical, record_id, caller, None, copy.copy(row), None, tag, depth=depth))
@@ -231,7 +233,8 @@ class Organization:
 
 
 CASCADES: dict[str, tuple[tuple[str, str], ...]] = {
-    "salesorder": (("salesorderdetail", "salesorderid"),),
+    # SalesOrder_OrderClose cascades deletes too (salesorder.md: CascadeConfiguration Delete: Cascade).
+    "salesorder": (("salesorderdetail", "salesorderid"), ("orderclose", "salesorderid")),
     "invoice": (("invoicedetail", "invoiceid"),),
     "account": (("contact", "parentcustomerid"),),
     "serviceendpoint": (("sdkmessageprocessingstep", "eventhandler"),),

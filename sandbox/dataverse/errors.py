@@ -43,12 +43,30 @@ def unknown_property(logical: str, name: str) -> DataverseError:
     )
 
 
+def undeclared_property(entity_set: str, name: str) -> DataverseError:
+    """A bind whose navigation name the type does not declare, or declares in another case ("Troubleshoot
+    Dataverse Web API client errors": "This error occurs when an invalid navigation property name is sent")."""
+    return DataverseError(
+        400, BAD_PAYLOAD,
+        f"Error identified in Payload provided by the user for Entity :'{entity_set}', For more information on "
+        f"this error please follow this help link https://go.microsoft.com/fwlink/?linkid=2195293  ----> "
+        f"InnerException : Microsoft.OData.ODataException: An undeclared property '{name}' which only has "
+        f"property annotations in the payload but no property value was found in the payload. In OData, only "
+        f"declared navigation properties and declared named streams can be represented as properties without "
+        f"values.",
+    )
+
+
 def bad_query(message: str) -> DataverseError:
     return DataverseError(400, BAD_QUERY, message)
 
 
 def no_property(logical: str, name: str) -> DataverseError:
-    return bad_query(f"Could not find a property named '{name}' on type 'Microsoft.Dynamics.CRM.{logical}'.")
+    return no_property_of(logical, name)
+
+
+def no_property_of(type_name: str, name: str) -> DataverseError:
+    return bad_query(f"Could not find a property named '{name}' on type 'Microsoft.Dynamics.CRM.{type_name}'.")
 
 
 def invalid(message: str) -> DataverseError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sandbox.dataverse import errors
+from sandbox.dataverse import errors, navigation
 from sandbox.dataverse.schema import BY_SET, LOOKUP, SYSTEM_COLUMNS, TABLES, Table
 from sandbox.dataverse.store import Row, Store
 from sandbox.dataverse.values import EntityRef, from_web, normalize_guid, to_web
@@ -19,7 +19,8 @@ def etag(row: Row) -> str:
     return f'W/"{row["versionnumber"]}"'
 
 
-def to_json(table: Table, row: Row, select: list[str] | None, store: Store, annotations: bool) -> dict[str, Any]:
+def to_json(table: Table, row: Row, select: list[str] | None, store: Store, annotations: bool,
+            nav_style: str = navigation.LOWER) -> dict[str, Any]:
     out: dict[str, Any] = {"@odata.etag": etag(row)}
     names = select if select is not None else [
         *(c for c in table.columns if c not in UNREADABLE), *(f"_{lk}_value" for lk in table.lookups)]
@@ -35,8 +36,9 @@ def to_json(table: Table, row: Row, select: list[str] | None, store: Store, anno
                 target_row = store.get(ref.logical, ref.id) if target else None
                 out[f"{name}@OData.Community.Display.V1.FormattedValue"] = (
                     target_row.get(target.primary_name) if target_row and target else None)
-                out[f"{name}@Microsoft.Dynamics.CRM.associatednavigationproperty"] = \
-                    table.lookups[column].navs.get(ref.logical, column)
+                out[f"{name}@Microsoft.Dynamics.CRM.associatednavigationproperty"] = (
+                    navigation.nav_name(table, column, ref.logical, nav_style)
+                    if ref.logical in table.lookups[column].navs else column)
                 out[f"{name}@Microsoft.Dynamics.CRM.lookuplogicalname"] = ref.logical
         else:
             out[name] = to_web(table.columns[name], row.get(name))
@@ -45,7 +47,7 @@ def to_json(table: Table, row: Row, select: list[str] | None, store: Store, anno
     return out
 
 
-def parse_body(table: Table, body: Any, store: Store) -> Row:
+def parse_body(table: Table, body: Any, store: Store, nav_style: str = navigation.LOWER) -> Row:
     """A create/update body as column values; unknown columns and wrong types fail with 400."""
     if not isinstance(body, dict):
         raise errors.DataverseError(400, errors.BAD_PAYLOAD, "The request body must be a JSON object.")
@@ -57,7 +59,7 @@ def parse_body(table: Table, body: Any, store: Store) -> Row:
                 continue  # other instance annotations (@odata.type, @odata.etag) are ignored on write
             if not name:
                 continue
-            attrs.update(_bind(table, name, value, store))
+            attrs.update(_bind(table, name, value, store, nav_style))
             continue
         kind = table.column_type(key)
         if kind is None or kind == LOOKUP:
@@ -77,11 +79,11 @@ def parse_body(table: Table, body: Any, store: Store) -> Row:
     return attrs
 
 
-def _bind(table: Table, nav: str, value: Any, store: Store) -> Row:
-    found = table.nav_property(nav)
+def _bind(table: Table, nav: str, value: Any, store: Store, nav_style: str) -> Row:
+    found = navigation.find(table, nav, nav_style)
     if found is None:
-        raise errors.unknown_property(table.logical, nav)
-    column, target, targets = found
+        raise errors.undeclared_property(table.entity_set, nav)
+    column, targets = found
     if value is None:
         return {column: None}
     match = _BIND.match(value) if isinstance(value, str) else None
@@ -89,7 +91,7 @@ def _bind(table: Table, nav: str, value: Any, store: Store) -> Row:
         raise errors.DataverseError(400, errors.BAD_PAYLOAD,
                                     f"Invalid reference '{value}' for navigation property '{nav}'.")
     bound = BY_SET[match.group(1)]
-    if bound.logical not in targets or (target and bound.logical != target):
+    if bound.logical not in targets:
         raise errors.DataverseError(
             400, errors.BAD_PAYLOAD,
             f"Navigation property '{nav}' of '{table.logical}' cannot reference a '{bound.logical}'.")

@@ -21,6 +21,7 @@ STATUSES: dict[str, dict[int, tuple[int, ...]]] = {
     "invoice": {0: (1, 2, 4, 5, 6), 2: (100001, 100002), 3: (100003,)},
     "product": {0: (1,), 1: (2,), 2: (0,), 3: (3,)},
     "pricelevel": {0: (100001,), 1: (100002,)},
+    "orderclose": {0: (1,), 1: (2,), 2: (3,)},  # Open, Completed, Canceled, as every activity
 }
 DEFAULT_STATUSES: dict[int, tuple[int, ...]] = {0: (1,), 1: (2,)}
 

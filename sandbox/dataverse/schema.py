@@ -20,8 +20,10 @@ SYSTEM_COLUMNS = ("createdon", "modifiedon", "createdby", "modifiedby", "modifie
 @dataclass(frozen=True)
 class Lookup:
     targets: tuple[str, ...]
-    # Navigation property per target: single-target lookups use the column name, polymorphic customer
-    # lookups `<column>_<target>` (parentcustomerid_account); owner is `ownerid` for every target.
+    # Navigation property per target in Microsoft's spelling (the "lower" reading; navigation.py derives
+    # the "pascal" one): single-target lookups use the column name, polymorphic lookups `<column>_<target>`
+    # (parentcustomerid_account, "Troubleshoot Dataverse Web API client errors"); owner is `ownerid` for
+    # every target (account.md reference: owner_accounts).
     navs: dict[str, str]
 
 
@@ -36,6 +38,7 @@ class Table:
     has_state: bool = True
     required: tuple[str, ...] = ()
     read_only: tuple[str, ...] = ()
+    id_column: str = ""  # activities are keyed by `activityid`, every other table by `<logical>id`
 
     def __post_init__(self) -> None:
         # Every table carries its key, the audit columns and the row version; most also state and status.
@@ -47,38 +50,26 @@ class Table:
         money = [name for name, kind in self.columns.items() if kind == MONEY]
         self.columns.update({f"{name}_base": MONEY for name in money})
         self.read_only = (*self.read_only, *(f"{name}_base" for name in money))
+        # exchangerate is the currency's, copied by the platform: read-only everywhere but on the currency
+        # itself (ProductPriceLevel table/entity reference, "Read-only attributes": ExchangeRate).
+        if "exchangerate" in self.columns and self.logical != "transactioncurrency":
+            self.read_only = (*self.read_only, "exchangerate")
         for column in ("createdby", "modifiedby", "modifiedonbehalfby"):
             self.lookups[column] = Lookup(("systemuser",), {"systemuser": column})
 
     @property
     def primary_id(self) -> str:
-        return f"{self.logical}id"
+        return self.id_column or f"{self.logical}id"
 
     def column_type(self, name: str) -> str | None:
         if name in self.lookups:
             return LOOKUP
         return self.columns.get(name)
 
-    def nav_property(self, nav: str) -> tuple[str, str, tuple[str, ...]] | None:
-        """(lookup column, target logical name or '' when decided by the bound set, targets) for a nav name."""
-        # Dataverse matches navigation names case-sensitively; some are mixed case (product.DefaultUoMId).
-        # We accept any casing because the exact casing of every one is not verified here (see README).
-        low = nav.lower()
-        for column, lookup in self.lookups.items():
-            matches = [target for target, name in lookup.navs.items() if name.lower() == low]
-            if matches:
-                # One nav for several targets (ownerid): the bound entity set decides the target.
-                return column, matches[0] if len(matches) == 1 else "", lookup.targets
-        return None
-
 
 def _lk(column: str, *targets: str, polymorphic_suffix: bool = False) -> tuple[str, Lookup]:
     navs = {t: f"{column}_{t}" for t in targets} if polymorphic_suffix else {t: column for t in targets}
     return column, Lookup(targets, navs)
-
-
-def _nav(column: str, nav: str, target: str) -> tuple[str, Lookup]:
-    return column, Lookup((target,), {target: nav})
 
 
 ADDRESS = {f"address1_{p}": STRING for p in ("line1", "line2", "line3", "city", "stateorprovince",
@@ -134,9 +125,8 @@ def _tables() -> list[Table]:
             "name": STRING, "productnumber": STRING, "description": STRING, "price": MONEY,
             "standardcost": MONEY, "currentcost": MONEY, "quantityonhand": DECIMAL, "producttypecode": OPTION,
             "productstructure": OPTION, "quantitydecimal": INT, "exchangerate": DECIMAL,
-        }, dict([_nav("defaultuomscheduleid", "DefaultUoMScheduleId", "uomschedule"),
-                 _nav("defaultuomid", "DefaultUoMId", "uom"), _nav("pricelevelid", "PriceLevelId", "pricelevel"),
-                 _nav("transactioncurrencyid", "TransactionCurrencyId", "transactioncurrency")]),
+        }, dict([_lk("defaultuomscheduleid", "uomschedule"), _lk("defaultuomid", "uom"),
+                 _lk("pricelevelid", "pricelevel"), _lk("transactioncurrencyid", "transactioncurrency")]),
             required=("name", "productnumber", "defaultuomscheduleid", "defaultuomid")),
         Table("pricelevel", "pricelevels", "name", {"name": STRING, "description": STRING,
                                                      "begindate": DATETIME, "enddate": DATETIME},
@@ -166,6 +156,12 @@ def _tables() -> list[Table]:
         Table("invoicedetail", "invoicedetails", "productdescription", dict(LINE_COLUMNS),
               {**CURRENCY, **dict([_lk("invoiceid", "invoice"), _lk("productid", "product"), _lk("uomid", "uom")])},
               has_state=False, required=("invoiceid", "quantity"), read_only=("baseamount",)),
+        # The activity FulfillSalesOrder/CancelSalesOrder take (CRM 2016 "FulfillSalesOrder Action": OrderClose
+        # is an orderclose EntityType); its `salesorderid` nav is the partner of SalesOrder_OrderClose (2017
+        # salesorder EntityType reference). Entity set name and `activityid` key as for every activity.
+        Table("orderclose", "ordercloses", "subject", {
+            "subject": STRING, "description": STRING, "actualstart": DATETIME, "actualend": DATETIME,
+        }, {**OWNER, **dict([_lk("salesorderid", "salesorder")])}, user_owned=True, id_column="activityid"),
         Table("serviceendpoint", "serviceendpoints", "name", {
             "name": STRING, "description": STRING, "url": STRING, "contract": OPTION, "authtype": OPTION,
             "authvalue": STRING, "connectionmode": OPTION, "messageformat": OPTION, "userclaim": OPTION,
@@ -194,12 +190,15 @@ def _tables() -> list[Table]:
 TABLES: dict[str, Table] = {t.logical: t for t in _tables()}
 BY_SET: dict[str, Table] = {t.entity_set: t for t in TABLES.values()}
 
-# Labels for FormattedValues in webhook payloads (only the choices whose labels matter to a reader).
+# Labels of the choices (FormattedValues in webhook payloads, OptionSet metadata). Sources: the generated
+# table references of MicrosoftDocs (ce/developer/reference/entities/<table>.md, "<Table> table/entity
+# reference"); the activity states of orderclose follow every activity table (orderclose.md).
 STATE_LABELS: dict[str, dict[int, str]] = {
     "salesorder": {0: "Active", 1: "Submitted", 2: "Canceled", 3: "Fulfilled", 4: "Invoiced"},
     "invoice": {0: "Active", 1: "Closed (deprecated)", 2: "Paid", 3: "Canceled"},
     "product": {0: "Active", 1: "Retired", 2: "Draft", 3: "Under Revision"},
     "sdkmessageprocessingstep": {0: "Enabled", 1: "Disabled"},
+    "orderclose": {0: "Open", 1: "Completed", 2: "Canceled"},
 }
 STATUS_LABELS: dict[str, dict[int, str]] = {
     "salesorder": {1: "New", 2: "Pending", 3: "In Progress", 4: "No Money", 100001: "Complete",
@@ -207,7 +206,50 @@ STATUS_LABELS: dict[str, dict[int, str]] = {
     "invoice": {1: "New", 2: "Partially Shipped", 4: "Billed", 5: "Booked (applies to services)",
                 6: "Installed (applies to services)", 100001: "Complete", 100002: "Partial", 100003: "Canceled"},
     "product": {0: "Draft", 1: "Active", 2: "Retired", 3: "Under Revision"},
+    "pricelevel": {100001: "Active", 100002: "Inactive"},
+    "sdkmessageprocessingstep": {1: "Enabled", 2: "Disabled"},
+    "orderclose": {1: "Open", 2: "Completed", 3: "Canceled"},
 }
+DEFAULT_STATE_LABELS = {0: "Active", 1: "Inactive"}
+DEFAULT_STATUS_LABELS = {1: "Active", 2: "Inactive"}
 CUSTOMER_TYPE_LABELS = {1: "Competitor", 2: "Consultant", 3: "Customer", 4: "Investor", 5: "Partner",
                         6: "Influencer", 7: "Press", 8: "Prospect", 9: "Reseller", 10: "Supplier",
                         11: "Vendor", 12: "Other"}
+# Other choice columns, by (table, column); "*" is any table.
+PICKLIST_LABELS: dict[tuple[str, str], dict[int, str]] = {
+    ("account", "customertypecode"): CUSTOMER_TYPE_LABELS,
+    ("product", "producttypecode"): {1: "Sales Inventory", 2: "Miscellaneous Charges", 3: "Services",
+                                     4: "Flat Fees"},
+    ("product", "productstructure"): {1: "Product", 2: "Product Family", 3: "Product Bundle"},
+    ("productpricelevel", "pricingmethodcode"): {
+        1: "Currency Amount", 2: "Percent of List", 3: "Percent Markup - Current Cost",
+        4: "Percent Margin - Current Cost", 5: "Percent Markup - Standard Cost",
+        6: "Percent Margin - Standard Cost"},
+    ("productpricelevel", "quantitysellingcode"): {1: "No Control", 2: "Whole", 3: "Whole and Fractional"},
+    ("systemuser", "accessmode"): {0: "Read-Write", 1: "Administrative", 2: "Read", 3: "Support User",
+                                   4: "Non-interactive", 5: "Delegated Admin"},
+    ("team", "teamtype"): {0: "Owner", 1: "Access", 2: "Security Group", 3: "Office Group"},
+    ("serviceendpoint", "contract"): {1: "OneWay", 2: "Queue", 3: "Rest", 4: "TwoWay", 5: "Topic",
+                                      6: "Queue (Persistent)", 7: "Event Hub", 8: "Webhook", 9: "Event Grid",
+                                      10: "Managed Data Lake", 11: "Container Storage"},
+    ("serviceendpoint", "authtype"): {0: "Not Specified", 1: "ACS", 2: "SAS Key", 3: "SAS Token",
+                                      4: "Webhook Key", 5: "Http Header", 6: "Http Query String",
+                                      7: "Connection String", 8: "Access Key", 9: "Managed Identity"},
+    ("serviceendpoint", "connectionmode"): {1: "Normal", 2: "Federated"},
+    ("serviceendpoint", "messageformat"): {1: "Binary XML", 2: "Json", 3: "Text XML"},
+    ("serviceendpoint", "userclaim"): {1: "None", 2: "UserId", 3: "UserInfo"},
+    ("sdkmessageprocessingstep", "stage"): {10: "Pre-validation", 20: "Pre-operation", 40: "Post-operation"},
+    ("sdkmessageprocessingstep", "mode"): {0: "Synchronous", 1: "Asynchronous"},
+    ("sdkmessageprocessingstep", "supporteddeployment"): {
+        0: "Server Only", 1: "Microsoft Dynamics 365 Client for Outlook Only", 2: "Both"},
+    ("sdkmessageprocessingstepimage", "imagetype"): {0: "PreImage", 1: "PostImage", 2: "Both"},
+}
+
+
+def choice_labels(logical: str, column: str) -> dict[int, str]:
+    """Value → label of a choice column (state, status or picklist); empty when the stand-in knows none."""
+    if column == "statecode":
+        return STATE_LABELS.get(logical, DEFAULT_STATE_LABELS)
+    if column == "statuscode":
+        return STATUS_LABELS.get(logical, DEFAULT_STATUS_LABELS)
+    return PICKLIST_LABELS.get((logical, column), {})

@@ -26,7 +26,7 @@ class Store:
         return list(self.rows[logical].values())
 
     def put(self, logical: str, row: Row) -> None:
-        self.rows[logical][row[f"{logical}id"]] = row
+        self.rows[logical][row[TABLES[logical].primary_id]] = row
 
     def remove(self, logical: str, record_id: str) -> None:
         self.rows[logical].pop(record_id, None)

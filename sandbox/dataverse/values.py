@@ -43,6 +43,11 @@ def parse_datetime(text: str) -> datetime:
     return parsed.astimezone(UTC).replace(microsecond=0)
 
 
+def metadata_id(*parts: str) -> str:
+    """A stable MetadataId for a table, column, relationship or label (the same on every run)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "bcsync-sandbox:" + "|".join(parts)))
+
+
 def normalize_guid(text: str) -> str:
     return str(uuid.UUID(text))
 

@@ -1,4 +1,4 @@
-"""The Web API v9.2 routes: entity sets, single rows, WhoAmI and the two sales order actions.
+"""The Web API v9.2 routes: entity sets, single rows, table definitions, WhoAmI and the sales order actions.
 
 Each request is authenticated (bearer token of the integration's app → its application user), counted
 against the service-protection budget, subjected to injected faults, then executed and logged.
@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from sandbox.dataverse import batch, errors, identity, query
+from sandbox.dataverse import actions, batch, errors, identity, metadata, query
 from sandbox.dataverse.engine import Organization
 from sandbox.dataverse.representation import etag, parse_body, to_json
 from sandbox.dataverse.schema import BY_SET, Table
@@ -114,8 +114,13 @@ async def execute(state: DataverseState, request: Request, path: str, caller: id
             "@odata.context": f"{base_url(request)}/$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse",
             "BusinessUnitId": identity.BUSINESS_UNIT_ID, "UserId": caller.user_id,
             "OrganizationId": identity.ORGANIZATION_ID}, headers=ODATA)
-    if path in ("FulfillSalesOrder", "CancelSalesOrder") and method == "POST":
-        return close_order(org, path, await read_json(request), caller, tag)
+    nav_style = state.config.nav_style
+    action = actions.resolve(path, state.config.fulfill_binding) if method == "POST" else None
+    if action is not None:
+        actions.close_order(org, action, await read_json(request), caller, tag, nav_style)
+        return Response(status_code=204, headers=ODATA)
+    if path.startswith("EntityDefinitions"):
+        return metadata.respond(request, path, nav_style)
     if path == "$batch" and method == "POST":
         return await batch.run(state, request, caller, execute)
     keyed = _KEYED.match(path)
@@ -127,10 +132,10 @@ async def execute(state: DataverseState, request: Request, path: str, caller: id
         if method == "GET":
             return read_collection(state, request, table)
         if method == "POST":
-            attrs = parse_body(table, await read_json(request), org.store)
+            attrs = parse_body(table, await read_json(request), org.store, nav_style)
             record_id = attrs.pop(table.primary_id, None)
             new_row = org.create(table.logical, attrs, caller, tag, record_id=record_id)
-            return written(request, table, new_row, org, created=True)
+            return written(request, table, new_row, org, nav_style, created=True)
         raise errors.DataverseError(405, errors.BAD_QUERY, f"{method} is not allowed on a collection.")
     try:
         record_id = normalize_guid(keyed.group(2))
@@ -144,18 +149,19 @@ async def execute(state: DataverseState, request: Request, path: str, caller: id
             return Response(status_code=304, headers=ODATA)
         select = query.parse_select(table, params.get("$select"))
         body = {"@odata.context": f"{base_url(request)}/$metadata#{table.entity_set}/$entity",
-                **to_json(table, row, select, org.store, wants_annotations(request))}
+                **to_json(table, row, select, org.store, wants_annotations(request), nav_style)}
         return JSONResponse(body, headers=ODATA)
     check_preconditions(request, table, row, record_id)
     if method == "DELETE":
         org.delete(table.logical, record_id, caller, tag)
         return Response(status_code=204, headers=ODATA)
-    attrs = parse_body(table, await read_json(request), org.store)
+    attrs = parse_body(table, await read_json(request), org.store, nav_style)
     attrs.pop(table.primary_id, None)
     if row is None:
         created = org.create(table.logical, attrs, caller, tag, record_id=record_id)
-        return written(request, table, created, org, created=True)
-    return written(request, table, org.update(table.logical, record_id, attrs, caller, tag), org, created=False)
+        return written(request, table, created, org, nav_style, created=True)
+    updated = org.update(table.logical, record_id, attrs, caller, tag)
+    return written(request, table, updated, org, nav_style, created=False)
 
 
 async def read_json(request: Request) -> Any:
@@ -188,13 +194,14 @@ def wants_annotations(request: Request) -> bool:
     return "odata.include-annotations" in (request.headers.get("prefer") or "")
 
 
-def written(request: Request, table: Table, row: dict[str, Any], org: Organization, created: bool) -> Response:
+def written(request: Request, table: Table, row: dict[str, Any], org: Organization, nav_style: str,
+            created: bool) -> Response:
     entity_id = f"{base_url(request)}/{table.entity_set}({row[table.primary_id]})"
     headers = {**ODATA, "OData-EntityId": entity_id}
     if "return=representation" in (request.headers.get("prefer") or ""):
         select = query.parse_select(table, request.query_params.get("$select"))
         body = {"@odata.context": f"{base_url(request)}/$metadata#{table.entity_set}/$entity",
-                **to_json(table, row, select, org.store, wants_annotations(request))}
+                **to_json(table, row, select, org.store, wants_annotations(request), nav_style)}
         headers["Preference-Applied"] = "return=representation"
         headers["ETag"] = etag(row)
         return JSONResponse(body, status_code=201 if created else 200, headers=headers)
@@ -238,7 +245,8 @@ def read_collection(state: DataverseState, request: Request, table: Table) -> Re
     body: dict[str, Any] = {"@odata.context": context}
     if params.get("$count") == "true":
         body["@odata.count"] = min(total, 5000)
-    body["value"] = [to_json(table, r, select, state.org.store, with_annotations) for r in page]
+    body["value"] = [to_json(table, r, select, state.org.store, with_annotations, state.config.nav_style)
+                     for r in page]
     if more:
         body["@odata.nextLink"] = next_link(request, table, offset + page_size)
     return JSONResponse(body, headers=headers)
@@ -261,23 +269,3 @@ def next_link(request: Request, table: Table, offset: int) -> str:
     params.append(("$skiptoken", token))
     query = urllib.parse.urlencode(params, safe="$,()':", quote_via=urllib.parse.quote)
     return f"{base_url(request)}/{table.entity_set}?{query}"
-
-
-def close_order(org: Organization, action: str, body: Any, caller: identity.Caller, tag: str | None) -> Response:
-    """FulfillSalesOrder / CancelSalesOrder: {"OrderClose": {"salesorderid@odata.bind": ...}, "Status": n}."""
-    order_close = body.get("OrderClose") if isinstance(body, dict) else None
-    bind = order_close.get("salesorderid@odata.bind") if isinstance(order_close, dict) else None
-    match = _KEYED.match(str(bind or "").rsplit("/", 1)[-1])
-    if not match or match.group(1) != "salesorders":
-        raise errors.DataverseError(400, errors.BAD_PAYLOAD, "OrderClose.salesorderid@odata.bind is required.")
-    record_id = normalize_guid(match.group(2))
-    order = org.store.get("salesorder", record_id)
-    if order is None:
-        raise errors.not_found("salesorder", record_id)
-    if order.get("statecode") not in (0, 1):
-        raise errors.invalid("Only active or submitted orders can be closed.")
-    state = 3 if action == "FulfillSalesOrder" else 2
-    status = body.get("Status", 100001 if state == 3 else 4)
-    org.update("salesorder", record_id, {"statecode": state, "statuscode": status}, caller, tag, via_action=True)
-    return Response(status_code=204, headers=ODATA)
-

@@ -64,8 +64,9 @@ class Env:
 
 
 @asynccontextmanager
-async def make_env(webhook_timeout: float = 60.0) -> AsyncIterator[Env]:
-    config = SandboxConfig()
+async def make_env(webhook_timeout: float = 60.0, **readings: Any) -> AsyncIterator[Env]:
+    """The stand-in with the given readings of config.py (nav_style="pascal", fulfill_binding="bound", ...)."""
+    config = SandboxConfig(**readings)
     tokens = TokenIssuer(config.tenant_id)
     receiver = Receiver()
     app = create_app(config, tokens, webhook_transport=httpx.MockTransport(receiver.handle),
@@ -87,9 +88,22 @@ def entity_id(response: httpx.Response) -> str:
     return response.headers["OData-EntityId"].rsplit("(", 1)[1].rstrip(")")
 
 
+async def nav(client: httpx.AsyncClient, table: str, column: str, target: str | None = None) -> str:
+    """The navigation name of a lookup as the org declares it (ManyToOneRelationships), as a client must
+    read it: the spelling depends on the org (nav_style)."""
+    response = await client.get(f"{API}/EntityDefinitions(LogicalName='{table}')/ManyToOneRelationships", params={
+        "$select": "ReferencingAttribute,ReferencedEntity,ReferencingEntityNavigationPropertyName",
+        "$filter": f"ReferencingAttribute eq '{column}'"})
+    assert response.status_code == 200, response.text
+    rows = response.json()["value"]
+    found = [r for r in rows if target is None or r["ReferencedEntity"] == target]
+    assert found, f"{table}.{column} has no relationship to {target}"
+    return str(found[0]["ReferencingEntityNavigationPropertyName"])
+
+
 async def register_webhook(client: httpx.AsyncClient, entity: str, message: str, *, authtype: int = 4,
                            authvalue: str = "secret-key", filtering: str | None = None,
-                           images: list[dict[str, Any]] | None = None, url: str = HOOK_URL) -> str:
+                           images: list[dict[str, Any]] | None = None, url: str = HOOK_URL, mode: int = 1) -> str:
     """Register like the service does: service endpoint, step by message + filter, optional images."""
     endpoint = entity_id(await client.post(f"{API}/serviceendpoints", json={
         "name": f"bcsync {entity} {message}", "url": url, "contract": 8, "authtype": authtype,
@@ -98,18 +112,22 @@ async def register_webhook(client: httpx.AsyncClient, entity: str, message: str,
     message_id = found[0]["sdkmessageid"]
     filters = (await client.get(f"{API}/sdkmessagefilters", params={
         "$filter": f"_sdkmessageid_value eq {message_id} and primaryobjecttypecode eq '{entity}'"})).json()["value"]
+    step_table = "sdkmessageprocessingstep"
     step: dict[str, Any] = {
-        "name": f"bcsync: {message} of {entity}", "stage": 40, "mode": 1, "rank": 1, "supporteddeployment": 0,
+        "name": f"bcsync: {message} of {entity}", "stage": 40, "mode": mode, "rank": 1, "supporteddeployment": 0,
         "asyncautodelete": False,
-        "sdkmessageid@odata.bind": f"/sdkmessages({message_id})",
-        "sdkmessagefilterid@odata.bind": f"/sdkmessagefilters({filters[0]['sdkmessagefilterid']})",
-        "eventhandler_serviceendpoint@odata.bind": f"/serviceendpoints({endpoint})",
+        f"{await nav(client, step_table, 'sdkmessageid')}@odata.bind": f"/sdkmessages({message_id})",
+        f"{await nav(client, step_table, 'sdkmessagefilterid')}@odata.bind":
+            f"/sdkmessagefilters({filters[0]['sdkmessagefilterid']})",
+        f"{await nav(client, step_table, 'eventhandler', 'serviceendpoint')}@odata.bind":
+            f"/serviceendpoints({endpoint})",
     }
     if filtering is not None:
         step["filteringattributes"] = filtering
     step_id = entity_id(await client.post(f"{API}/sdkmessageprocessingsteps", json=step))
+    image_nav = await nav(client, "sdkmessageprocessingstepimage", "sdkmessageprocessingstepid") if images else ""
     for image in images or []:
         entity_id(await client.post(f"{API}/sdkmessageprocessingstepimages", json={
             "name": image["entityalias"], "messagepropertyname": "Target",
-            "sdkmessageprocessingstepid@odata.bind": f"/sdkmessageprocessingsteps({step_id})", **image}))
+            f"{image_nav}@odata.bind": f"/sdkmessageprocessingsteps({step_id})", **image}))
     return step_id

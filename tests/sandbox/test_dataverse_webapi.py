@@ -243,8 +243,8 @@ async def test_products_start_in_draft_and_are_published_by_patch(dv: Env) -> No
     assert r.status_code == 400 and r.json()["error"]["code"] == "0x80040203"
     product_id = entity_id(await dv.service.post(f"{API}/products", json={
         "name": "Bike", "productnumber": "1000", "price": 899.0, "statecode": 0,
-        "DefaultUoMScheduleId@odata.bind": f"/uomschedules({identity.DEFAULT_UNIT_GROUP_ID})",
-        "DefaultUoMId@odata.bind": f"/uoms({identity.DEFAULT_UNIT_ID})"}))
+        "defaultuomscheduleid@odata.bind": f"/uomschedules({identity.DEFAULT_UNIT_GROUP_ID})",
+        "defaultuomid@odata.bind": f"/uoms({identity.DEFAULT_UNIT_ID})"}))
     product = (await dv.service.get(f"{API}/products({product_id})")).json()
     assert (product["statecode"], product["statuscode"]) == (2, 0)
     assert (await dv.service.patch(f"{API}/products({product_id})", json={"statecode": 0, "statuscode": 1})

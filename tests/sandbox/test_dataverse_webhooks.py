@@ -90,7 +90,12 @@ async def test_create_by_a_human_matches_the_sample(dv: Env) -> None:
     assert body["OwningExtension"]["LogicalName"] == "sdkmessageprocessingstep"
     assert body["OrganizationId"] == identity.ORGANIZATION_ID
     assert "tag" not in kv(body["SharedVariables"])
-    assert body["PreEntityImages"] == [] and body["PostEntityImages"] == []
+    # An asynchronous step: Dataverse's own image only (primary name and id, no __type).
+    assert body["PreEntityImages"] == []
+    [own] = body["PostEntityImages"]
+    assert own["key"] == "AsynchronousStepPrimaryName" and "__type" not in own["value"]
+    assert own["value"]["Attributes"] == [{"key": "name", "value": "Fabrikam Bikes Ltd."},
+                                          {"key": "accountid", "value": account_id}]
     # WebhookKey: ?code=<key>; the documented headers are present.
     assert str(request.url) == f"{HOOK_URL}?code=secret-key"
     assert request.headers["x-ms-dynamics-entity-name"] == "account"
@@ -118,8 +123,9 @@ async def test_update_by_the_integration_with_tag_and_post_image(dv: Env) -> Non
     assert attrs(target)["modifiedby"]["Id"] == await app_user(dv)
     assert body["UserId"] == body["InitiatingUserId"] == await app_user(dv)
     assert kv(body["SharedVariables"])["tag"] == "bcsync"
-    [image] = body["PostEntityImages"]
-    assert image["key"] == "PostImage" and "__type" not in image["value"]
+    assert [i["key"] for i in body["PostEntityImages"]] == ["AsynchronousStepPrimaryName", "PostImage"]
+    image = body["PostEntityImages"][1]
+    assert "__type" not in image["value"]
     post = attrs(image["value"])
     assert post["name"] == "Fabrikam" and post["address1_city"] == "Bath"
     assert post["ownerid"]["Name"] == "Alex Seller"
@@ -149,7 +155,9 @@ async def test_delete_target_is_a_reference_with_pre_image(dv: Env) -> None:
     target = kv(body["InputParameters"])["Target"]
     assert target == {"__type": REF, "Id": contact_id, "KeyAttributes": [], "LogicalName": "contact",
                       "Name": None, "RowVersion": None}
-    [image] = body["PreEntityImages"]
+    own, image = body["PreEntityImages"]  # Delete: Dataverse's own image is a pre image
+    assert own["key"] == "AsynchronousStepPrimaryName" and attrs(own["value"]) == {
+        "fullname": "Ana Trujillo", "contactid": contact_id}
     pre = attrs(image["value"])
     assert set(pre) == {"contactid", "firstname", "lastname", "parentcustomerid"}
     assert pre["parentcustomerid"]["Name"] == "Fabrikam" and pre["parentcustomerid"]["LogicalName"] == "account"
@@ -169,7 +177,7 @@ async def test_submitted_sales_order_matches_the_sample(dv: Env) -> None:
     target = kv(body["InputParameters"])["Target"]
     assert attrs(target)["statecode"] == {"__type": OPTION, "Value": 1}
     assert kv(target["FormattedValues"])["statecode"] == "Submitted"
-    post = attrs(body["PostEntityImages"][0]["value"])
+    post = attrs(kv(body["PostEntityImages"])["PostImage"])
     assert post["customerid"]["LogicalName"] == "account" and post["requestdeliveryby"] == "/Date(1765324800000)/"
     assert body["UserId"] == identity.SALESPERSON_ID
 
