@@ -1,4 +1,4 @@
-"""Prometheus metrics; the names and labels are fixed by the contract."""
+"""Prometheus metrics; the names and labels of the contract's are fixed, the others are additions."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ disable_created_metrics()  # the *_created series add noise and nothing our dash
 
 WEBHOOK_REQUESTS = Counter(
     "bcsync_webhook_requests", "Webhook requests by source and outcome", ["source", "outcome"]
+)
+# Addition: entries of a webhook body that could not be used (a catch-up is asked for their entity sets).
+WEBHOOK_ENTRIES_DROPPED = Counter(
+    "bcsync_webhook_entries_dropped", "Webhook entries not stored as events, by source and reason", ["source", "reason"]
 )
 EVENTS_PUBLISHED = Counter(
     "bcsync_events_published", "Change events published to RabbitMQ", ["source", "entity"]

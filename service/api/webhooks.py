@@ -2,7 +2,9 @@
 
 Both verify, validate, drop what nobody needs, store the events in the outbox (deduplicated) and only
 then answer 202. A 202 is a promise: the event is in the database before the answer leaves. Business
-Central deletes a subscription on any 4xx but 408/429, so every internal failure answers 503.
+Central deletes every subscription at its URL on any 4xx but 408/429, so its door answers 503 for an
+internal failure and 202 for a body it cannot (fully) use, which a catch-up covers (bc_notifications.py,
+bc_intake.py).
 """
 
 from __future__ import annotations
@@ -18,17 +20,19 @@ from fastapi.security import APIKeyHeader, APIKeyQuery
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
-from schemas.business_central import NotificationBatch
 from schemas.dataverse import RemoteExecutionContext
 from schemas.events import ChangeEvent
 from schemas.mappings import mappings_for
+from service.api.bc_intake import BcIntake, BcIntakeDep, catch_up_for
+from service.api.bc_notifications import Reading, read_notifications
 from service.api.body import BodyTooLarge, read_bounded_body
 from service.api.deps import IdentityDep, RelayDep, SettingsDep, WriterDep, secret_matches
-from service.intake import business_central_event, dataverse_event, is_integration_echo
+from service.intake import dataverse_event, is_integration_echo
 from service.intake_writer import IntakeWriter
 from service.logging import get_logger
-from service.metrics import WEBHOOK_REQUESTS
+from service.metrics import WEBHOOK_ENTRIES_DROPPED, WEBHOOK_REQUESTS
 from service.relay import OutboxRelay
+from service.settings import Settings
 
 log = get_logger(__name__)
 Payload = TypeVar("Payload", bound=BaseModel)
@@ -105,19 +109,27 @@ async def dataverse_webhook(
 
 _HANDSHAKE = {"description": "The handshake: exactly the validationToken",
               "content": {"text/plain": {"schema": {"type": "string"}}}}
+_BATCH_ANSWER = ("Every usable notification stored; what could not be used is counted in `dropped` and caught "
+                 "up (outcome `invalid`: no notification carries our clientState, nothing stored)")
 
 
 @router.get("/business-central", status_code=200, response_class=PlainTextResponse,
             responses={200: _HANDSHAKE, 400: {}}, operation_id="business_central_handshake")
 @router.post("/business-central", status_code=202,
-             responses={200: _HANDSHAKE, 400: {}, 401: {}, 413: {}, 503: {}},
+             # 400 is the handshake's (a malformed validationToken): a batch never gets a 400 or a 413.
+             responses={200: _HANDSHAKE, 202: {"description": _BATCH_ANSWER}, 400: {}, 401: {}, 503: {}},
              openapi_extra=_body("NotificationBatch", required=False), operation_id="business_central_webhook")
 async def business_central_webhook(
-    request: Request, settings: SettingsDep, writer: WriterDep, relay: RelayDep,
+    request: Request, settings: SettingsDep, intake: BcIntakeDep,
     validation_token: Annotated[str | None, Query(alias="validationToken", max_length=4096)] = None,
     x_ms_correlation_id: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """Business Central: the subscription handshake (`?validationToken=`), or a batch of notifications."""
+    """Business Central: the subscription handshake (`?validationToken=`), or a batch of notifications.
+
+    A batch is read as it streams in and never refused for its size or for an entry it cannot use (BC would
+    delete every subscription at this URL): each usable entry is stored, the others are counted, logged and
+    covered by a catch-up of their entity sets. `401` when an entry carries another clientState; `503` when
+    the store fails; `202` otherwise (`invalid` when no entry carries our clientState: nothing is stored)."""
     source = "business_central"
     # Cut, not refused: BC deletes a subscription that answers 4xx, so an odd header must not cost it.
     correlation_id = (x_ms_correlation_id or uuid.uuid4().hex)[:128]
@@ -130,25 +142,53 @@ async def business_central_webhook(
         return PlainTextResponse(validation_token, headers={"X-Content-Type-Options": "nosniff"})
     if request.method == "GET":
         return _answer(source, "invalid", 400, "GET is only for the validationToken handshake")
+    return await _notifications(request, settings, intake, correlation_id)
+
+
+async def _notifications(request: Request, settings: Settings, intake: BcIntake, correlation_id: str) -> Response:
+    source = "business_central"
     try:
-        batch = await _read(request, source, NotificationBatch, "a notification batch")
-        if isinstance(batch, Response):
-            return batch
         expected = settings.bc_client_state.get_secret_value() if settings.bc_client_state else None
-        if not all(secret_matches(n.client_state, expected) for n in batch.value):
+        reading = await read_notifications(request.stream(), expected, correlation_id)
+        if reading.wrong_client_state:
             return _answer(source, "unauthorized", 401, "wrong clientState")
+        counts = {"events": 0, "new": 0, "duplicates": 0, "ignored": 0, "dropped": reading.dropped_total}
+        if not reading.authenticated:  # garbage or someone else's: it may cause nothing (no catch-up either)
+            log.warning("business central body without a notification of ours", bytes=reading.body_bytes,
+                        by_reason=dict(reading.dropped), reasons=reading.reasons)
+            return _answer(source, "invalid", 202, "no notification carries our clientState; nothing stored",
+                           **counts)
         company = (settings.bc_company_id or "").lower()
-        events = [business_central_event(n, correlation_id=correlation_id) for n in batch.value]
+        catch_up = catch_up_for(reading, company)
+        if reading.dropped:
+            _note_drops(source, reading, catch_up)
         wanted = [
-            e for e in events
+            e for e in reading.events
             if mappings_for(source, e.entity) and (not company or e.company_id == company)
         ]
-        if not wanted:
-            return _answer(source, "ignored", 202, "no mapping uses these resources", ignored=len(events))
-        return await _accept(source, writer, relay, wanted, ignored=len(events) - len(wanted))
+        counts |= {"events": len(wanted), "ignored": len(reading.events) - len(wanted)}
+        if not wanted and not catch_up:
+            return _answer(source, "ignored", 202, "no mapping uses these resources", **counts)
     except Exception as exc:
         log.exception("business central webhook failed", error=str(exc)[:300])
         return _answer(source, "unavailable", 503, "internal error; try again")
+    try:
+        stored = await intake.store(wanted, catch_up)
+    except Exception as exc:
+        log.error("event store unavailable", source=source, error=str(exc)[:300])
+        return _answer(source, "unavailable", 503, "the events could not be stored; try again")
+    counts |= {"new": stored, "duplicates": len(wanted) - stored}
+    detail = "stored" + (f"; catch-up requested for {', '.join(catch_up)}" if catch_up else "")
+    return _answer(source, "accepted", 202, detail, **counts)
+
+
+def _note_drops(source: str, reading: Reading, catch_up: list[str]) -> None:
+    """One warning line per request, and the counter (only for authenticated requests: garbage from anyone
+    is not a loss)."""
+    for reason, count in reading.dropped.items():
+        WEBHOOK_ENTRIES_DROPPED.labels(source, reason).inc(count)
+    log.warning("business central entries dropped", dropped=reading.dropped_total, by_reason=dict(reading.dropped),
+                reasons=reading.reasons, kept=len(reading.events), bytes=reading.body_bytes, catch_up=catch_up)
 
 
 async def _read(request: Request, source: str, model: type[Payload], what: str) -> Payload | Response:

@@ -1,8 +1,10 @@
 """Property-based fuzz of the webhook parsers and doors (hypothesis, derandomized).
 
 Arbitrary bytes, arbitrary JSON and mutations of the real sample payloads must either parse or fail with a
-clean validation error (the doors: 400, or 401 for a wrong secret) — never another exception, and never the
-Business Central door's 503, which is for "cannot store right now" only (the fake store here always works).
+clean validation error (the Dataverse door: 400, or 401 for a wrong secret) — never another exception. The
+Business Central door answers 202 to anything (what it cannot use is dropped and covered by a catch-up) or
+401 for a clientState not ours, never 400 or 413 (BC would delete its subscriptions), and never 503, which is
+for "cannot store right now" only (the fake store here always works).
 Well-formed input built from its parts must parse back to those parts.
 """
 
@@ -27,6 +29,7 @@ from schemas.mappings import mappings_for
 from service.intake import business_central_event, dataverse_event, is_integration_echo
 from tests.conftest import sample
 from tests.harness import CLIENT_STATE, INTEGRATION_USER, WEBHOOK_KEY
+from tests.security.fake_intake import FakeIntake, fake_intake
 from tests.security.inprocess import client, inprocess_app
 
 FUZZ = settings(max_examples=150, derandomize=True, database=None, deadline=None,
@@ -239,8 +242,18 @@ def test_a_generated_dataverse_context_becomes_the_event_of_its_record(
 
 
 @pytest.fixture(scope="module")
-def http() -> Any:
-    return client(inprocess_app())
+def app() -> Any:
+    return inprocess_app()
+
+
+@pytest.fixture(scope="module")
+def intake(app: Any) -> FakeIntake:
+    return fake_intake(app)
+
+
+@pytest.fixture(scope="module")
+def http(app: Any, intake: FakeIntake) -> Any:
+    return client(app)
 
 
 @FUZZ
@@ -255,14 +268,38 @@ def test_the_dataverse_door_answers_2xx_or_400_to_anything(http: Any, body: byte
         assert mappings_for("dataverse", json.loads(body)["PrimaryEntityName"])
 
 
+def _entries(body: bytes) -> list[Any]:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return []
+    value = document.get("value") if isinstance(document, dict) else None
+    return value if isinstance(value, list) else []
+
+
 @FUZZ
-@given(body=BC_BODIES)
-def test_the_business_central_door_answers_202_400_or_401_never_503(http: Any, body: bytes) -> None:
-    response = http.post("/webhooks/business-central", content=body)
-    assert response.status_code in (202, 400, 401), (response.status_code, response.text)
-    if response.status_code == 401:  # only for a clientState that is not ours
-        states = {n.get("clientState") for n in json.loads(body)["value"]}
-        assert states != {CLIENT_STATE}
+@given(body=BC_BODIES, chunk=st.sampled_from([None, 1, 7, 64]))
+def test_the_business_central_door_answers_202_or_401_never_400_413_or_503(
+        http: Any, intake: FakeIntake, body: bytes, chunk: int | None) -> None:
+    stored, catch_ups = len(intake.writer.events), len(intake.catch_ups)
+    content: Any = body if chunk is None else iter([body[i:i + chunk] for i in range(0, len(body), chunk)])
+    response = http.post("/webhooks/business-central", content=content)
+    assert response.status_code in (202, 401), (response.status_code, response.text)
+    entries = [n for n in _entries(body) if isinstance(n, dict)]
+    if response.status_code == 401:  # only for a clientState that is present and not ours
+        assert any(n.get("clientState") not in (None, CLIENT_STATE) for n in entries)
+        assert len(intake.writer.events) == stored and len(intake.catch_ups) == catch_ups
+        return
+    answer = response.json()
+    assert set(answer) == {"outcome", "detail", "events", "new", "duplicates", "ignored", "dropped"}
+    assert len(intake.writer.events) - stored == answer["events"]
+    if answer["outcome"] == "invalid":  # nothing of ours in it: it may cause nothing
+        assert answer["events"] == 0 and len(intake.catch_ups) == catch_ups
+    else:
+        assert answer["outcome"] in ("accepted", "ignored")
+        assert any(n.get("clientState") == CLIENT_STATE for n in entries)
+    if answer["outcome"] == "accepted" and answer["events"] == 0:  # nothing stored: a catch-up then
+        assert len(intake.catch_ups) == catch_ups + 1
 
 
 @FUZZ
