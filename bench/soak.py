@@ -244,9 +244,9 @@ class Humans:
             await self._bc("PATCH", "customers", row, {"email": f"{t}@soak.example"} if even
                            else {"website": f"https://soak.example/{t}"})
         elif name == "contact update → person":
-            await self._dv("PATCH", "contacts", row, {"jobtitle": f"Buyer {t}"})
+            await self._dv("PATCH", "contacts", row, {"mobilephone": f"m {t}"})  # contacts have no job title in BC
         elif name == "person update → contact":
-            await self._bc("PATCH", "contacts", row, {"jobTitle": f"Buyer {t}"})
+            await self._bc("PATCH", "contacts", row, {"mobilePhoneNumber": f"m {t}"})
         elif name == "item update → product":
             await self._bc("PATCH", "items", row, {"displayName": f"Soak item {t}", "unitPrice": int(t[2:]) % 500 + 1})
         elif name == "product name → item":

@@ -1,9 +1,13 @@
 """Business Central webhook notifications and the resource paths they name.
 
 A notification carries no data: only which record (or collection) changed, how, and when. `resource`
-is relative (`api/v2.0/companies(<id>)/customers(<id>)`, with or without a leading `/`) or absolute;
-a `collection` names the entity set, with `?$filter=lastModifiedDateTime gt …` or with no filter at all
-when a delete was involved (then the whole entity set must be reconciled).
+is what the subscription named plus `(<id>)`: Microsoft's example notification writes it
+`api/v2.0/companies(<id>)/customers(<id>)` ("Working with webhooks in Dynamics 365 Business Central"), its
+subscriptions `/api/v2.0/companies(<id>)/customers`. Read here: with or without the leading `/`, with or
+without the `api/<version>/` part (then the standard API v2.0), absolute URLs, and keys with or without
+quotes (`customers('<id>')`, `customers(id=<id>)`). A `collection` names the entity set, with
+`?$filter=lastModifiedDateTime gt …` or with no filter at all when a delete was involved (then the whole
+entity set must be reconciled).
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ChangeType = Literal["created", "updated", "deleted", "collection"]
 
-_GUID = r"'?(?P<{name}>[0-9a-fA-F]{{8}}-[0-9a-fA-F]{{4}}-[0-9a-fA-F]{{4}}-[0-9a-fA-F]{{4}}-[0-9a-fA-F]{{12}})'?"
+_GUID = (r"(?:id=)?'?(?P<{name}>[0-9a-fA-F]{{8}}-[0-9a-fA-F]{{4}}-[0-9a-fA-F]{{4}}-[0-9a-fA-F]{{4}}-"
+         r"[0-9a-fA-F]{{12}})'?")
+STANDARD_API = "v2.0"
 _RESOURCE = re.compile(
-    r"(?:^|/)api/(?P<api>(?:[A-Za-z0-9_]+/[A-Za-z0-9_]+/)?v\d+\.\d+)/companies\("
+    r"(?:^|/)(?:api/(?P<api>(?:[A-Za-z0-9_]+/[A-Za-z0-9_]+/)?v\d+\.\d+)/)?companies\("
     + _GUID.format(name="company")
     + r"\)/(?P<entity_set>[A-Za-z][A-Za-z0-9]{0,63})(?:\("
     + _GUID.format(name="record")
@@ -52,7 +58,7 @@ def parse_resource(resource: str) -> BcResource:
         raise ResourceError(f"not a Business Central API resource: {resource[:200]!r}")
     filters = parse_qs(parts.query, keep_blank_values=True).get("$filter")
     return BcResource(
-        api=match.group("api"),
+        api=match.group("api") or STANDARD_API,
         company_id=match.group("company").lower(),
         entity_set=match.group("entity_set"),
         record_id=match.group("record").lower() if match.group("record") else None,

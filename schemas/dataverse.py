@@ -3,6 +3,11 @@
 Values in attribute lists are tagged by `__type` ("EntityReference:http://schemas.microsoft.com/…");
 dates travel as `/Date(ms)/`, optionally with a `±hhmm` suffix that is informational only (the
 milliseconds are already UTC). Images carry Entities without a `__type` tag.
+
+Images are found by the alias that setup registered (`POST_IMAGE`, `PRE_IMAGE`), never by position: an
+asynchronous step's payload can carry Dataverse's own `AsynchronousStepPrimaryName` image (primary name and
+id only) before ours ("Use WebHooks to create external handlers for server events", its asynchronous
+sample). An all-zero `OperationId` or `RequestId` is read as absent.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
+POST_IMAGE, PRE_IMAGE = "PostImage", "PreImage"  # the aliases registered for Update and Delete steps
+_EMPTY_GUID = UUID(int=0)
 _DATE = re.compile(r"^/Date\((-?\d{1,15})([+-]\d{4})?\)/$")
 # How such a date is documented (OpenAPI): the wire form, not the datetime it becomes.
 MS_DATE_SCHEMA = WithJsonSchema({"anyOf": [{"type": "string", "pattern": _DATE.pattern}, {"type": "null"}]})
@@ -166,6 +173,11 @@ class RemoteExecutionContext(_Wire):
             return date
         return raw
 
+    @field_validator("request_id", "operation_id", "correlation_id", mode="after")
+    @classmethod
+    def _zero_is_absent(cls, value: UUID | None) -> UUID | None:
+        return None if value == _EMPTY_GUID else value
+
     @field_validator(
         "input_parameters", "output_parameters", "shared_variables", "pre_entity_images",
         "post_entity_images", mode="before",
@@ -192,8 +204,10 @@ class RemoteExecutionContext(_Wire):
         return None
 
     def image(self, which: str = "post") -> Entity | None:
-        images = self.post_entity_images if which == "post" else self.pre_entity_images
-        return images[0].value if images else None
+        """The image registered under our alias (PostImage / PreImage); None when the payload has none."""
+        images, alias = (self.post_entity_images, POST_IMAGE) if which == "post" else (self.pre_entity_images,
+                                                                                        PRE_IMAGE)
+        return next((entry.value for entry in images if entry.key == alias), None)
 
     @property
     def changed_attributes(self) -> list[str]:

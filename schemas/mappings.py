@@ -66,6 +66,16 @@ class TableMapping:
     only_coupled: bool = False  # "synch only coupled records"
     # Match keys for coupling records that exist on both sides: (BC field, Dataverse column) pairs, tried in order.
     match_keys: tuple[tuple[str, str], ...] = ()
+    # Changes on the BC side matter although records flow from Sales (an order's shipment comes back).
+    bc_feedback: bool = False
+    # Lookups the mapping's rule writes besides those of its field list: (table, column, target table). Setup
+    # checks that the org has a navigation property for each (its name is read from the org's metadata).
+    extra_binds: tuple[tuple[str, str, str], ...] = ()
+
+    @property
+    def bc_is_source(self) -> bool:
+        """Whether BC-side changes of this mapping must reach us (subscribed or polled)."""
+        return self.direction != Direction.FROM_CRM or self.bc_feedback
 
     @property
     def bc_entities(self) -> tuple[str, ...]:
@@ -83,6 +93,10 @@ class TableMapping:
 
 
 CUSTOM_API = "bcsync/integration/v1.0"
+# Value maps of `option:<name>` transforms (BC enum member → Dataverse choice value).
+OPTION_MAPS: dict[str, dict[str, int]] = {
+    "itemtype": {"Inventory": 1, "Non-Inventory": 1, "Service": 3},  # item type → producttypecode
+}
 
 TO, FROM, BOTH = Direction.TO_CRM, Direction.FROM_CRM, Direction.BOTH
 ADDRESS = (
@@ -101,6 +115,14 @@ PRODUCT_FIELDS = (
     FieldMap("unitCost", "currentcost", TO, "money"),
     FieldMap("baseUnitOfMeasureCode", "defaultuomscheduleid", TO, "lookup:UNITOFMEASURE"),
 )
+
+# What the product rules write besides the field list: the default unit and the integration's default price list
+# with one price list item per product (consumers/rules/products.py, prices.py).
+PRICE_ITEM_BINDS = (("productpricelevel", "pricelevelid", "pricelevel"), ("productpricelevel", "productid", "product"),
+                    ("productpricelevel", "uomid", "uom"), ("productpricelevel", "uomscheduleid", "uomschedule"),
+                    ("productpricelevel", "transactioncurrencyid", "transactioncurrency"))
+PRODUCT_BINDS = (("product", "defaultuomid", "uom"), ("product", "pricelevelid", "pricelevel"),
+                 ("pricelevel", "transactioncurrencyid", "transactioncurrency"), *PRICE_ITEM_BINDS)
 
 MAPPINGS: tuple[TableMapping, ...] = (
     TableMapping(
@@ -141,13 +163,13 @@ MAPPINGS: tuple[TableMapping, ...] = (
         dataverse_template=(("customertypecode", 3),),
         match_keys=(("number", "accountnumber"), ("displayName", "name")),
     ),
+    # API v2.0 contacts have no job title (page 30071 "APIV2 - Contacts"): the Sales `jobtitle` is left alone.
     TableMapping(
         "CONTACT", "contacts", "contact", BOTH, ("CUSTOMER",),
         fields=(FieldMap("displayName", "firstname+lastname", BOTH, "name"),
                 FieldMap("email", "emailaddress1", BOTH, "text:80"),
                 FieldMap("phoneNumber", "telephone1", BOTH, "text:30"),
                 FieldMap("mobilePhoneNumber", "mobilephone", BOTH, "text:30"),
-                FieldMap("jobTitle", "jobtitle", BOTH, "text:30"),
                 *ADDRESS,
                 FieldMap("companyNumber", "parentcustomerid", BOTH, "parent")),
         bc_filter="type eq 'Person'",
@@ -161,6 +183,7 @@ MAPPINGS: tuple[TableMapping, ...] = (
                 FieldMap("type", "producttypecode", TO, "option:itemtype")),
         bc_filter="blocked eq false",
         match_keys=(("number", "productnumber"),),
+        extra_binds=PRODUCT_BINDS,
     ),
     TableMapping(
         "RESOURCE-PRODUCT", "resources", "product", TO, ("UNITOFMEASURE", "CURRENCY"), bc_api=CUSTOM_API,
@@ -168,6 +191,7 @@ MAPPINGS: tuple[TableMapping, ...] = (
         bc_filter="blocked eq false",
         dataverse_template=(("producttypecode", 3),),
         match_keys=(("number", "productnumber"),),
+        extra_binds=PRODUCT_BINDS,
     ),
     TableMapping("CUSTPRCGRP-PRICE", "customerPriceGroups", "pricelevel", Direction.TO_CRM,
                  ("CURRENCY", "ITEM-PRODUCT"), bc_api=CUSTOM_API,
@@ -183,15 +207,24 @@ MAPPINGS: tuple[TableMapping, ...] = (
                          FieldMap("itemId", "productid", TO, "lookup:ITEM-PRODUCT"),
                          FieldMap("unitOfMeasureCode", "uomid", TO, "unit:product"),
                          FieldMap("unitPrice", "amount", TO, "money")),
-                 dataverse_template=(("quantitysellingcode", 1),)),  # No Control
+                 # Price list lines in Draft or Inactive do not price anything (table 7001 "Price List Line",
+                 # enum 7005 "Price Status"). A custom API without `status` passes this filter.
+                 bc_filter="status ne 'Draft' and status ne 'Inactive'",
+                 dataverse_template=(("quantitysellingcode", 1),),  # No Control
+                 extra_binds=PRICE_ITEM_BINDS),
     # Documents: headers and lines are mapped by their rules (consumers/rules/orders.py, invoices.py), which
     # apply the filters below on top of their own (a canceled order still reaches its rule: delete policy).
     TableMapping("SALESORDER-ORDER", "salesOrders", "salesorder", Direction.FROM_CRM,
                  ("CUSTOMER", "ITEM-PRODUCT"), extra_dataverse_entities=("salesorderdetail",),
-                 dataverse_filter="statecode eq 1"),
+                 dataverse_filter="statecode eq 1", bc_feedback=True,
+                 extra_binds=(("orderclose", "salesorderid", "salesorder"),)),  # FulfillSalesOrder's OrderClose
     TableMapping("POSTEDSALESINV-INV", "salesInvoices", "invoice", Direction.TO_CRM,
                  ("CUSTOMER", "ITEM-PRODUCT", "SALESORDER-ORDER"), extra_dataverse_entities=("invoicedetail",),
-                 bc_filter="status ne 'Draft' and status ne 'In Review'"),
+                 bc_filter="status ne 'Draft' and status ne 'In Review'",
+                 extra_binds=(("invoice", "customerid", "account"), ("invoice", "salesorderid", "salesorder"),
+                              ("invoice", "transactioncurrencyid", "transactioncurrency"),
+                              ("invoice", "ownerid", "systemuser"), ("invoicedetail", "invoiceid", "invoice"),
+                              ("invoicedetail", "productid", "product"), ("invoicedetail", "uomid", "uom"))),
 )
 
 BY_NAME: dict[str, TableMapping] = {m.name: m for m in MAPPINGS}
@@ -223,15 +256,16 @@ DATAVERSE_SETS: dict[str, str] = {
 }
 
 
-def bc_resources() -> list[tuple[str, str]]:
-    """(API route, entity set) of every BC table the mappings use: what to subscribe to."""
+def bc_resources(mappings: tuple[TableMapping, ...] | list[TableMapping] = MAPPINGS) -> list[tuple[str, str]]:
+    """(API route, entity set) of every BC table whose changes these mappings need: what to subscribe to."""
     seen: dict[tuple[str, str], None] = {}
-    for mapping in MAPPINGS:
-        for entity in mapping.bc_entities:
-            seen[(mapping.bc_api, entity)] = None
+    for mapping in mappings:
+        if mapping.bc_is_source:
+            for entity in mapping.bc_entities:
+                seen[(mapping.bc_api, entity)] = None
     return list(seen)
 
 
-def dataverse_tables() -> list[str]:
-    """Every Dataverse table the mappings use: what the webhook steps are registered for."""
-    return list(dict.fromkeys(t for m in MAPPINGS for t in m.dataverse_entities))
+def dataverse_tables(mappings: tuple[TableMapping, ...] | list[TableMapping] = MAPPINGS) -> list[str]:
+    """Every Dataverse table these mappings use: what the webhook steps are registered for."""
+    return list(dict.fromkeys(t for m in mappings for t in m.dataverse_entities))

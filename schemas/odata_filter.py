@@ -2,13 +2,17 @@
 
 Supports what the default filters and an operator's simple edits need: comparisons (`eq ne gt ge lt
 le`) of a field with a literal ('text', numbers, true/false, null), joined by `and`/`or`, with
-parentheses. String equality is case-insensitive, as both systems compare.
+parentheses. String equality is case-insensitive, as both systems compare. Business Central API v2.0 writes
+enum values XML-name encoded (`_x0020_` for the blank member, `In_x0020_Review`); they compare decoded here, as
+value and as literal: `blocked eq ' '` and `blocked eq '_x0020_'` both hold for a customer that is not blocked.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any
+
+from schemas.bc_metadata import decode_name
 
 _TOKEN = re.compile(r"\s*(?:(\()|(\))|('(?:[^']|'')*')|([A-Za-z_][\w/]*)|(-?\d+(?:\.\d+)?))")
 _OPS = {"eq", "ne", "gt", "ge", "lt", "le"}
@@ -44,7 +48,7 @@ def _literal(word: str) -> Any:
 
 def _compare(value: Any, op: str, literal: Any) -> bool:
     if isinstance(value, str) and isinstance(literal, str):
-        value, literal = value.strip().lower(), literal.strip().lower()
+        value, literal = _text(value), _text(literal)
     if op == "eq":
         return bool(value == literal)
     if op == "ne":
@@ -52,6 +56,18 @@ def _compare(value: Any, op: str, literal: Any) -> bool:
     if value is None or literal is None:
         return False
     return {"gt": value > literal, "ge": value >= literal, "lt": value < literal, "le": value <= literal}[op]
+
+
+def _text(text: str) -> str:
+    return decode_name(text).strip().lower()
+
+
+def fields(text: str | None) -> list[str]:
+    """The field names a filter compares (raises FilterError when it cannot be read)."""
+    if not text or not text.strip():
+        return []
+    tokens = _tokens(text)
+    return list(dict.fromkeys(tokens[i - 1] for i, token in enumerate(tokens) if token in _OPS and i > 0))
 
 
 def validate(text: str) -> None:

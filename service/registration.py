@@ -1,9 +1,13 @@
 """Webhook registration in both systems, idempotent: run it twice and the second run changes nothing.
 
 Business Central: one subscription per (notificationUrl, resource); renewed when it expires within 24 h
-(BC deletes it after 3 days). Dataverse: one `serviceendpoint` (contract 8 Webhook, WebhookKey auth, so
-Dataverse appends `?code=<key>`) found by name, and one asynchronous post-operation step per table and
-message, with the images the consumers read. Only what belongs to us (our notificationUrl, our endpoint)
+(BC deletes it after 3 days). Dataverse: one `serviceendpoint` (contract 8 Webhook) found by name, with
+the HttpHeader auth type (5): Dataverse sends the key in the header `x-bcsync-webhook-key`, not in the
+query string (`?code=`, WebhookKey), which proxies and ingresses write into their logs. Its `authvalue` is
+`<settings><setting name="…" value="…" /></settings>` ("ServiceEndpoint table" reference: authtype 5 Http
+Header; the XML form is undocumented by Microsoft, see MicrosoftDocs/powerapps-docs#1439, and is what the
+Plug-in Registration tool writes). One asynchronous post-operation step per table and message, with the
+images the consumers read. Only what belongs to us (our notificationUrl, our endpoint)
 is ever changed or removed.
 """
 
@@ -13,19 +17,23 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from xml.sax.saxutils import escape
 
+from schemas.business_central import ResourceError, parse_resource
+from schemas.dataverse import POST_IMAGE, PRE_IMAGE
 from service.connectors.business_central import V2, BusinessCentralClient
 from service.connectors.dataverse import DataverseClient
-from service.connectors.http import ApiError
+from service.connectors.http import ApiError, NotFound
 from service.logging import get_logger
 
 log = get_logger(__name__)
 
 RENEW_WITHIN = timedelta(hours=24)
 MESSAGES = ("Create", "Update", "Delete")
-# Dataverse constants: serviceendpoint.contract Webhook, authtype WebhookKey, messageformat JSON;
+# Dataverse constants: serviceendpoint.contract Webhook, authtype HttpHeader, messageformat JSON;
 # step stage PostOperation, mode Asynchronous; image types.
-CONTRACT_WEBHOOK, AUTH_WEBHOOK_KEY, FORMAT_JSON = 8, 4, 2
+CONTRACT_WEBHOOK, AUTH_HTTP_HEADER, FORMAT_JSON = 8, 5, 2
+KEY_HEADER = "x-bcsync-webhook-key"  # the header the api's Dataverse door reads
 STAGE_POST_OPERATION, MODE_ASYNC = 40, 1
 IMAGE_PRE, IMAGE_POST = 0, 1
 
@@ -37,6 +45,7 @@ class RegistrationReport:
     renewed: list[str] = field(default_factory=list)  # renewed or updated in place
     removed: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # addition: "<what>: <status> <code>" (others still done)
+    refused: list[str] = field(default_factory=list)  # BC resources whose subscription BC refused (4xx): poll them
 
     @property
     def changed(self) -> bool:
@@ -45,16 +54,21 @@ class RegistrationReport:
 
 # ---- Business Central ------------------------------------------------------------------------------
 def bc_resource(company_id: str, api: str, entity_set: str) -> str:
-    """`companies(<id>)/customers` for v2.0; custom APIs name their API: `api/<p>/<g>/<v>/companies(<id>)/<set>`."""
-    if api == V2:
-        return f"companies({company_id})/{entity_set}"
-    return f"api/{api.strip('/')}/companies({company_id})/{entity_set}"
+    """The subscription `resource` as Microsoft documents it ("Working with webhooks in Dynamics 365 Business
+    Central"): `/api/v2.0/companies(<id>)/customers`; a custom API's `/api/<p>/<g>/<v>/companies(<id>)/<set>`."""
+    return f"/api/{api.strip('/')}/companies({company_id})/{entity_set}"
 
 
-def _same_resource(resource: str) -> str:
-    """BC answers the resource as it was sent; compare without a leading slash, `api/v2.0/` or case."""
-    text = resource.strip().lstrip("/").lower()
-    return text.removeprefix("api/v2.0/")
+def same_resource(resource: str) -> str:
+    """One spelling of a subscription's resource, however BC writes it back (with or without the leading
+    slash, relative or absolute, quoted keys): `companies(<id>)/customers` for the standard API,
+    `api/<p>/<g>/<v>/companies(<id>)/<set>` for a custom one (also the keys of the keeper's stored states)."""
+    try:
+        parsed = parse_resource(resource)
+    except ResourceError:
+        return resource.strip().lstrip("/").lower().removeprefix("api/v2.0/")
+    prefix = "" if parsed.api == V2 else f"api/{parsed.api}/"
+    return f"{prefix}companies({parsed.company_id})/{parsed.entity_set}".lower()
 
 
 def _expires_soon(subscription: dict[str, Any], now: datetime) -> bool:
@@ -74,16 +88,26 @@ async def register_bc_subscriptions(bc: BusinessCentralClient, notification_url:
     """`now` (default: the clock of this machine) is what expiry times are compared with."""
     report = RegistrationReport()
     listed: dict[str, dict[str, Any]] = {}
+    missing_routes: set[str] = set()
     for api in dict.fromkeys([V2, *(api for api, _ in resources)]):  # custom APIs list their own
-        for sub in await bc.list_subscriptions(api=api):
+        try:
+            subscriptions = await bc.list_subscriptions(api=api)
+        except NotFound:  # a custom API that is not installed: the other routes go on
+            missing_routes.add(api)
+            continue
+        for sub in subscriptions:
             listed.setdefault(str(sub["subscriptionId"]), sub)
+    for api, name in resources:
+        if api in missing_routes:
+            report.failed.append(f"{bc_resource(bc.company_id, api, name)}: 404 route api/{api} not installed")
+    resources = [(api, name) for api, name in resources if api not in missing_routes]
     ours = [s for s in listed.values() if s.get("notificationUrl") == notification_url]
-    wanted = {_same_resource(bc_resource(bc.company_id, api, name)): bc_resource(bc.company_id, api, name)
+    wanted = {same_resource(bc_resource(bc.company_id, api, name)): bc_resource(bc.company_id, api, name)
               for api, name in resources}
     now = now or datetime.now(UTC)
     seen: set[str] = set()
     for sub in ours:
-        key = _same_resource(str(sub.get("resource", "")))
+        key = same_resource(str(sub.get("resource", "")))
         if key not in wanted or key in seen:  # no longer wanted, or a duplicate: each one notifies twice
             await bc.delete_subscription(str(sub["subscriptionId"]), resource=str(sub.get("resource", "")))
             report.removed.append(str(sub.get("resource")))
@@ -108,8 +132,10 @@ async def register_bc_subscriptions(bc: BusinessCentralClient, notification_url:
         try:
             await bc.create_subscription(notification_url, resource, client_state)
             report.created.append(resource)
-        except ApiError as exc:  # e.g. a resource this environment cannot subscribe: reconcile polls it
+        except ApiError as exc:  # e.g. a resource this environment cannot notify: it is polled
             report.failed.append(f"{resource}: {exc.status} {exc.code}")
+            if 400 <= exc.status < 500 and exc.status not in (401, 403, 408, 429):
+                report.refused.append(resource)
     log.info("bc subscriptions registered", created=len(report.created), kept=len(report.kept),
              renewed=len(report.renewed), removed=len(report.removed), failed=report.failed)
     return report
@@ -127,19 +153,28 @@ def _quote(value: str) -> str:
     return value.replace("'", "''")
 
 
+def header_auth_value(key: str) -> str:
+    """The `authvalue` of an HttpHeader endpoint: our one header, XML-escaped."""
+    def attribute(value: str) -> str:
+        return '"' + escape(value, {'"': "&quot;"}) + '"'
+
+    return f"<settings><setting name={attribute(KEY_HEADER)} value={attribute(key)} /></settings>"
+
+
 async def _endpoint(dv: DataverseClient, url: str, key: str, name: str, report: RegistrationReport) -> str:
     description = f"bcsync webhook; key fingerprint {key_fingerprint(name, key)}"
-    wanted = {"name": name, "url": url, "contract": CONTRACT_WEBHOOK, "authtype": AUTH_WEBHOOK_KEY,
+    wanted = {"name": name, "url": url, "contract": CONTRACT_WEBHOOK, "authtype": AUTH_HTTP_HEADER,
               "messageformat": FORMAT_JSON, "description": description}
     found = [e async for e in dv.list("serviceendpoints", filter=f"name eq '{_quote(name)}'")]
     if not found:
-        created = await dv.create("serviceendpoints", {**wanted, "authvalue": key})
+        created = await dv.create("serviceendpoints", {**wanted, "authvalue": header_auth_value(key)})
         report.created.append(f"serviceendpoint {name}")
         return str(created["serviceendpointid"])
     endpoint = found[0]
     endpoint_id = str(endpoint["serviceendpointid"])
     if any(endpoint.get(k) != v for k, v in wanted.items()):
-        await dv.update("serviceendpoints", endpoint_id, {**wanted, "authvalue": key}, endpoint.get("@odata.etag"))
+        await dv.update("serviceendpoints", endpoint_id, {**wanted, "authvalue": header_auth_value(key)},
+                        endpoint.get("@odata.etag"))
         report.renewed.append(f"serviceendpoint {name}")
     else:
         report.kept.append(f"serviceendpoint {name}")
@@ -168,7 +203,7 @@ def _step_differs(step: dict[str, Any], wanted: dict[str, Any]) -> bool:
 
 
 async def _images(dv: DataverseClient, step_id: str, message: str, label: str, report: RegistrationReport) -> None:
-    wanted = {"Update": [("PostImage", IMAGE_POST)], "Delete": [("PreImage", IMAGE_PRE)]}.get(message, [])
+    wanted = {"Update": [(POST_IMAGE, IMAGE_POST)], "Delete": [(PRE_IMAGE, IMAGE_PRE)]}.get(message, [])
     existing = [i async for i in dv.list("sdkmessageprocessingstepimages",
                                          filter=f"_sdkmessageprocessingstepid_value eq {step_id}")]
     for image in existing:
@@ -217,7 +252,7 @@ async def register_dataverse_webhook(dv: DataverseClient, url: str, key: str,
             created = await dv.create("sdkmessageprocessingsteps", {
                 **wanted, "sdkmessageid@odata.bind": f"/sdkmessages({message_ids[message]})",
                 "sdkmessagefilterid@odata.bind": f"/sdkmessagefilters({filter_id})",
-                "eventhandler_serviceendpoint@odata.bind": f"/serviceendpoints({endpoint_id})"})
+                "eventhandler@odata.bind": f"/serviceendpoints({endpoint_id})"})
             step_id = str(created["sdkmessageprocessingstepid"])
             report.created.append(label)
         else:

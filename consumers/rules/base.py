@@ -35,6 +35,9 @@ class Rule:
     def __init__(self, mapping: TableMapping, ctx: SyncContext) -> None:
         self.mapping = mapping
         self.ctx = ctx
+        # Setup's findings (mapping_config): why the mapping is kept off, and how BC's changes reach us.
+        self.unavailable: str | None = None
+        self.bc_delivery: str | None = None
         self.dataverse_set = DATAVERSE_SETS[mapping.dataverse_entity]
         self.dataverse_key = f"{mapping.dataverse_entity}id"
 

@@ -25,6 +25,6 @@ class ContactRule(Rule):
         if toward == "bc":
             filter_ = f"email eq {odata_text(email)} and companyNumber eq {odata_text(parent['companyNumber'])}"
         else:
-            account = parent["parentcustomerid_account@odata.bind"].split("(")[1].rstrip(")")
+            account = parent["parentcustomerid@odata.bind"].split("(")[1].rstrip(")")
             filter_ = f"emailaddress1 eq {odata_text(email)} and _parentcustomerid_value eq {account}"
         return [r async for r in await self.records(toward, filter_)][:5]

@@ -21,13 +21,14 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from consumers.errors import Skip, SyncFailure
+from consumers.errors import MappingUnavailable, Skip, SyncFailure
 from consumers.rules import lookups
 from consumers.rules.base import Rule, parse_time
 from consumers.rules.context import odata_text
 from consumers.rules.orders import ADDRESS_PARTS
 from consumers.rules.values import money, text_toward_dataverse
 from schemas.mappings import CUSTOM_API
+from service.connectors.http import NotFound
 from service.store import couplings
 
 if TYPE_CHECKING:
@@ -155,7 +156,7 @@ class InvoiceRule(Rule):
         header: dict[str, Any] = {
             "name": text_toward_dataverse(f"{number} {invoice.get('customerName') or ''}"),
             "invoicenumber": number,
-            "customerid_account@odata.bind": f"/accounts({account_id})",
+            "customerid@odata.bind": f"/accounts({account_id})",
             "duedate": f"{invoice['dueDate']}T00:00:00Z" if invoice.get("dueDate") else None,
             "discountamount": money(invoice.get("discountAmount")),
             "totalamountlessfreight": money(invoice.get("totalAmountExcludingTax")),
@@ -202,9 +203,12 @@ class InvoiceRule(Rule):
         if kind == "Item" and line.get("itemId") and line["itemId"] != EMPTY_GUID:
             return await lookups.resolve(self.ctx, "ITEM-PRODUCT", "bc", str(line["itemId"]))
         if kind == "Resource" and line.get("lineObjectNumber"):
-            async for resource in self.ctx.bc.list("resources", api=CUSTOM_API, page_size=2,
-                                                   filter=f"number eq {odata_text(str(line['lineObjectNumber']))}"):
-                return await lookups.resolve(self.ctx, "RESOURCE-PRODUCT", "bc", str(resource["id"]))
+            try:
+                async for resource in self.ctx.bc.list("resources", api=CUSTOM_API, page_size=2,
+                                                       filter=f"number eq {odata_text(str(line['lineObjectNumber']))}"):
+                    return await lookups.resolve(self.ctx, "RESOURCE-PRODUCT", "bc", str(resource["id"]))
+            except (NotFound, MappingUnavailable):  # no bcsync extension, or RESOURCE-PRODUCT kept off: the
+                return None  # line becomes a write-in line (description, quantity, price), as a comment does
         return None
 
 

@@ -2,7 +2,8 @@
 
 Each resolves a reference on one side to the coupled record on the other. When the referenced record is
 not coupled yet, it is synchronized first where its mapping's direction allows (the engine's
-`sync_dependency`); otherwise MissingDependency names what is missing.
+`sync_dependency`); otherwise MissingDependency names what is missing. Lookups toward Dataverse are written
+by their column's name (`ownerid@odata.bind`); the Dataverse client names them as the org does.
 """
 
 from __future__ import annotations
@@ -94,24 +95,45 @@ async def unit_to_dataverse(ctx: SyncContext, code: str) -> dict[str, Any]:
         base_unit = row["uomid"]
     if base_unit is None:
         raise MissingDependency(f"unit group of {code} has no base unit", "UNITOFMEASURE", "bc", str(unit["id"]))
-    return {"DefaultUoMScheduleId@odata.bind": f"/uomschedules({schedule_id})",
-            "DefaultUoMId@odata.bind": f"/uoms({base_unit})"}
+    return {"defaultuomscheduleid@odata.bind": f"/uomschedules({schedule_id})",
+            "defaultuomid@odata.bind": f"/uoms({base_unit})"}
+
+
+async def company_contact(ctx: SyncContext, customer_id: str) -> dict[str, Any] | None:
+    """The customer's Company contact. `customers(<id>)/contactsInformation` (page 30072 "APIV2 - Contacts
+    Information") lists the company contact *and* the company's person contacts: pick it by its type. (The
+    top-level `contactsInformation` answers only with a relatedId and relatedType filter.)"""
+    async for row in ctx.bc.list(f"customers({customer_id})/contactsInformation", page_size=100):
+        if str(row.get("contactType") or "").lower() == "company":
+            return row
+    return None
+
+
+async def customer_of_company(ctx: SyncContext, company_number: str) -> str | None:
+    """The id of the customer whose company contact has this number. BC keeps a customer's company contact
+    named as the customer (its business relation), so the candidates are the customers of that name, each
+    confirmed by its contact information."""
+    company = await _first_bc(ctx, "contacts", f"number eq {odata_text(company_number)}")
+    if company is None or not company.get("displayName"):
+        return None
+    filter_ = f"displayName eq {odata_text(str(company['displayName']))}"
+    async for customer in ctx.bc.list("customers", filter=filter_, select=["id"], page_size=5):
+        contact = await company_contact(ctx, str(customer["id"]))
+        if contact is not None and str(contact.get("contactNumber") or "") == company_number:
+            return str(customer["id"])
+    return None
 
 
 async def parent_to_dataverse(ctx: SyncContext, company_number: str) -> dict[str, Any]:
     if not company_number:
         raise Skip("the contact belongs to no company")
-    company = await _first_bc(ctx, "contacts", f"number eq {odata_text(company_number)}")
-    link = None
-    if company is not None:
-        link = await _first_bc(ctx, "contactsInformation",
-                               f"contactId eq {company['id']} and relatedType eq 'Customer'")
-    if link is None:
+    customer_id = await customer_of_company(ctx, company_number)
+    if customer_id is None:
         raise Skip(f"the contact's company {company_number} has no customer")
-    account_id = await resolve(ctx, "CUSTOMER", "bc", str(link["relatedId"]))
+    account_id = await resolve(ctx, "CUSTOMER", "bc", customer_id)
     if account_id is None:
-        raise Skip(f"the contact's customer {link['relatedId']} does not take part in CUSTOMER")
-    return {"parentcustomerid_account@odata.bind": f"/accounts({account_id})"}
+        raise Skip(f"the contact's customer {customer_id} does not take part in CUSTOMER")
+    return {"parentcustomerid@odata.bind": f"/accounts({account_id})"}
 
 
 # --- toward Business Central ------------------------------------------------------------------------------------
@@ -148,7 +170,7 @@ async def parent_to_bc(ctx: SyncContext, account_id: str | None) -> dict[str, An
     customer_id = await resolve(ctx, "CUSTOMER", "dataverse", account_id)
     if customer_id is None:
         raise Skip(f"the contact's parent {account_id} does not take part in CUSTOMER")
-    link = await _first_bc(ctx, "contactsInformation", f"relatedId eq {customer_id} and relatedType eq 'Customer'")
+    link = await company_contact(ctx, customer_id)
     if link is None:
         raise MissingDependency(f"customer {customer_id} has no company contact", "CUSTOMER", "bc", customer_id)
     return {"companyNumber": link["contactNumber"]}

@@ -307,7 +307,7 @@ class OrderRule(Rule):
         await self.ctx.dv.action("FulfillSalesOrder", {
             "OrderClose": {"@odata.type": "Microsoft.Dynamics.CRM.orderclose",
                            "salesorderid@odata.bind": f"/salesorders({coupling.dataverse_id})"},
-            "Status": 100001})
+            "Status": 100001}, bound_to="salesorders")
         return Applied("modified", "to_crm", coupling.dataverse_id, self.modified("bc", order))
 
     # --- Sales order → BC order ----------------------------------------------------------------------------------

@@ -198,7 +198,7 @@ async def keep_default_price(ctx: SyncContext, product: dict[str, Any], payload:
             await _write_default_item(ctx, list_id, product, str(unit_id), money(payload["price"]))
             if not product.get("_pricelevelid_value"):
                 product = await ctx.dv.update("products", product_id, {
-                    "PriceLevelId@odata.bind": f"/pricelevels({list_id})"}) or product
+                    "pricelevelid@odata.bind": f"/pricelevels({list_id})"}) or product
             return product
         except ApiError as exc:
             if exc.status != 404 or attempt:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-ITEM_TYPES = {"Inventory": 1, "Non-Inventory": 1, "Service": 3}  # BC item type → product type code
+from schemas.mappings import OPTION_MAPS
+
+ITEM_TYPES = OPTION_MAPS["itemtype"]  # BC item type → product type code
 
 
 def text_toward_dataverse(value: Any) -> Any:

@@ -2,6 +2,14 @@
 
 URLs: `{service_root}/api/{api}/companies({company})/{entity_set}`; `api` is "v2.0" or a custom API's
 "<publisher>/<group>/<version>". Keys are unquoted GUIDs; subscription ids are quoted strings.
+
+Option (enum) values: API v2.0 writes an enum value as its member name, XML-encoded into an OData identifier:
+the blank member is `"_x0020_"` (`customers.blocked`, page 30009 "APIV2 - Customers", enum 139 "Customer
+Blocked"), "In Review" is `"In_x0020_Review"` (`salesInvoices.status`, enum 5477), "Non-Inventory"
+`"Non_x002D_Inventory"`. Every record read through this client has such values decoded (`""` for the blank
+one), so that filters, hashes, conflict checks and mapped values see one spelling, whichever BC writes
+(older schema versions wrote captions). A value is decoded only when it is identifier-shaped (letters, digits,
+`_`) and holds an `_xHHHH_` sequence: free text with spaces or punctuation is left alone.
 """
 
 from __future__ import annotations
@@ -11,10 +19,12 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+from schemas.bc_metadata import decode_name
 from service.connectors.budget import RequestBudget
 from service.connectors.http import ApiTransport, Tokens, odata_params, with_query
 
 V2 = "v2.0"
+_ENCODED_OPTION = re.compile(r"^\w*_x[0-9A-Fa-f]{4}_\w*$")
 _CUSTOM_RESOURCE = re.compile(r"^/?api/(?P<api>[^/]+/[^/]+/v[\d.]+)/")
 
 
@@ -44,23 +54,23 @@ class BusinessCentralClient:
         params = odata_params(filter=filter, select=select, orderby=orderby)
         # BC pages hold at most 20,000 rows.
         async for row in self.transport.pages(self.collection_url(entity_set, api), params, min(page_size, 20000)):
-            yield row
+            yield plain_options(row)
 
     async def get(self, entity_set: str, record_id: str, *, api: str = V2,
                   expand: str | None = None) -> dict[str, Any] | None:
         url = with_query(self.record_url(entity_set, record_id, api), odata_params(expand=expand))
         response = await self.transport.request("GET", url, allow=frozenset({404}))
-        return None if response.status_code == 404 else dict(response.json())
+        return None if response.status_code == 404 else plain_options(response.json())
 
     async def create(self, entity_set: str, body: dict[str, Any], *, api: str = V2) -> dict[str, Any]:
         response = await self.transport.request("POST", self.collection_url(entity_set, api), json=body)
-        return dict(response.json())
+        return plain_options(response.json())
 
     async def update(self, entity_set: str, record_id: str, body: dict[str, Any], etag: str, *,
                      api: str = V2) -> dict[str, Any]:
         response = await self.transport.request("PATCH", self.record_url(entity_set, record_id, api), json=body,
                                                 headers={"If-Match": etag})
-        return dict(response.json())
+        return plain_options(response.json())
 
     async def delete(self, entity_set: str, record_id: str, etag: str = "*", *, api: str = V2) -> bool:
         response = await self.transport.request("DELETE", self.record_url(entity_set, record_id, api),
@@ -73,6 +83,20 @@ class BusinessCentralClient:
     async def companies(self) -> builtins.list[dict[str, Any]]:
         response = await self.transport.request("GET", f"{self.api_root()}/companies")
         return list(response.json().get("value", []))
+
+    async def metadata(self, api: str = V2) -> bytes:
+        """The API route's CSDL document (`<route>/$metadata`, "Developing connect apps"); NotFound when the
+        route is not installed."""
+        response = await self.transport.request("GET", f"{self.api_root(api)}/$metadata",
+                                                headers={"Accept": "application/xml"})
+        return response.content
+
+    async def webhook_supported_resources(self) -> builtins.list[str]:
+        """What this environment can notify, as `v2.0/customers` or `<publisher>/<group>/<version>/<set>`
+        (page 5460 "Webhook Supported Resources", at api/microsoft/runtime/beta)."""
+        url = f"{self.api_root('microsoft/runtime/beta')}/companies({self.company_id})/webhookSupportedResources"
+        rows = [row async for row in self.transport.pages(url, {}, 1000)]
+        return [str(row.get("resource") or "") for row in rows if row.get("resource")]
 
     # ---- webhook subscriptions -----------------------------------------------------------------
     def _subscriptions_url(self, resource: str = "") -> str:
@@ -107,3 +131,18 @@ class BusinessCentralClient:
 
     async def aclose(self) -> None:
         await self.transport.aclose()
+
+
+def plain_options(record: Any) -> dict[str, Any]:
+    """The record with its encoded option values decoded (`"_x0020_"` → `""`), in nested lines too."""
+    return {key: _plain(value) for key, value in dict(record).items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, str) and _ENCODED_OPTION.match(value):
+        return decode_name(value).strip()
+    if isinstance(value, list):
+        return [plain_options(item) if isinstance(item, dict) else _plain(item) for item in value]
+    if isinstance(value, dict):
+        return plain_options(value)
+    return value

@@ -2,6 +2,9 @@
 
 Our writes carry `?tag=<integration tag>`: Dataverse puts it into the webhook's SharedVariables, which is
 how the webhook door recognises (and drops) the echoes of our own writes.
+
+Lookups are written by their column's name (`"ownerid@odata.bind": "/systemusers(<id>)"`); the client
+renames each to the org's navigation property before sending (service/connectors/navigation.py).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from typing import Any
 import httpx
 
 from service.connectors.budget import RequestBudget
-from service.connectors.http import ApiError, ApiTransport, Tokens, odata_params, with_query
+from service.connectors.http import ApiError, ApiTransport, NotFound, Tokens, odata_params, with_query
+from service.connectors.navigation import BIND, TABLE_OF_SET, NavigationNames
 
 __all__ = ["DataverseClient", "DataverseError", "Tokens"]
 
@@ -35,6 +39,7 @@ class DataverseClient:
                                       max_attempts=max_attempts, headers=_HEADERS,
                                       # Dataverse throttles beyond 52 concurrent requests per user.
                                       max_concurrency=50)
+        self.navigation = NavigationNames(self.many_to_one)
 
     def _url(self, path: str, *, tagged: bool = False) -> str:
         url = f"{self.api_root}/{path.lstrip('/')}"
@@ -57,7 +62,37 @@ class DataverseClient:
         response = await self.transport.request("GET", url, allow=frozenset({404}))
         return None if response.status_code == 404 else dict(response.json())
 
+    async def many_to_one(self, table: str) -> builtins.list[dict[str, Any]]:
+        """The table's lookups with their navigation property names (metadata; see navigation.py)."""
+        url = with_query(self._url(f"EntityDefinitions(LogicalName='{table}')/ManyToOneRelationships"), {
+            "$select": "ReferencingAttribute,ReferencedEntity,ReferencingEntityNavigationPropertyName"})
+        return list((await self.transport.request("GET", url)).json().get("value", []))
+
+    async def attributes(self, table: str) -> builtins.list[dict[str, Any]]:
+        """The table's columns: LogicalName, AttributeType, IsValidForCreate, IsValidForUpdate ("Query table
+        definitions using the Web API"). NotFound when the org has no such table."""
+        url = with_query(self._url(f"EntityDefinitions(LogicalName='{table}')/Attributes"), {
+            "$select": "LogicalName,AttributeType,IsValidForCreate,IsValidForUpdate"})
+        return list((await self.transport.request("GET", url)).json().get("value", []))
+
+    async def option_values(self, table: str) -> dict[str, set[int]]:
+        """The values of the table's choice columns (picklists; the metadata must be cast to the attribute
+        type to expand its OptionSet)."""
+        url = with_query(self._url(f"EntityDefinitions(LogicalName='{table}')/Attributes/"
+                                   "Microsoft.Dynamics.CRM.PicklistAttributeMetadata"),
+                         {"$select": "LogicalName", "$expand": "OptionSet($select=Options)"})
+        rows = (await self.transport.request("GET", url)).json().get("value", [])
+        return {str(row.get("LogicalName")): {int(o["Value"]) for o in (row.get("OptionSet") or {}).get("Options", [])
+                                              if isinstance(o.get("Value"), int)} for row in rows}
+
+    async def _outgoing(self, entity_set: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The body with its lookups named as the org names them (no metadata read when there are none)."""
+        if not _binds(body):
+            return body
+        return await self.navigation.translate(TABLE_OF_SET.get(entity_set, entity_set), body)
+
     async def create(self, entity_set: str, body: dict[str, Any]) -> dict[str, Any]:
+        body = await self._outgoing(entity_set, body)
         response = await self.transport.request("POST", self._url(entity_set, tagged=True), json=body,
                                                 headers=dict(_REPRESENTATION))
         if response.status_code == 204:  # a table that ignores return=representation: read it back
@@ -69,6 +104,7 @@ class DataverseClient:
                      etag: str | None = None) -> dict[str, Any]:
         # Without If-Match a PATCH is an upsert: a record deleted meanwhile would silently come back.
         headers = {**_REPRESENTATION, "If-Match": etag or "*"}
+        body = await self._outgoing(entity_set, body)
         response = await self.transport.request("PATCH", self._url(f"{entity_set}({record_id})", tagged=True),
                                                 json=body, headers=headers)
         return dict(response.json()) if response.content else {}
@@ -78,9 +114,19 @@ class DataverseClient:
                                                 allow=frozenset({404}))
         return response.status_code != 404
 
-    async def action(self, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        """An unbound action, e.g. FulfillSalesOrder; None when it answers 204 (no return value)."""
-        response = await self.transport.request("POST", self._url(name, tagged=True), json=body)
+    async def action(self, name: str, body: dict[str, Any], *, bound_to: str | None = None) -> dict[str, Any] | None:
+        """An action, e.g. FulfillSalesOrder; None when it answers 204 (no return value). Microsoft's references
+        disagree whether some are unbound (`POST /FulfillSalesOrder`, the 2017 salesorder reference) or bound to
+        their table's collection (`POST /salesorders/Microsoft.Dynamics.CRM.FulfillSalesOrder`, the CRM 2016
+        Web API reference): with `bound_to` (the entity set), a 404 of the unbound form tries the bound one."""
+        body = await self._outgoing("", body)
+        try:
+            response = await self.transport.request("POST", self._url(name, tagged=True), json=body)
+        except NotFound:
+            if bound_to is None:
+                raise
+            response = await self.transport.request(
+                "POST", self._url(f"{bound_to}/Microsoft.Dynamics.CRM.{name}", tagged=True), json=body)
         return dict(response.json()) if response.content else None
 
     async def who_am_i(self) -> str:
@@ -90,3 +136,9 @@ class DataverseClient:
 
     async def aclose(self) -> None:
         await self.transport.aclose()
+
+
+def _binds(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any((isinstance(k, str) and k.endswith(BIND)) or _binds(v) for k, v in value.items())
+    return False

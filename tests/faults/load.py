@@ -46,8 +46,9 @@ KINDS = {k.name: k for k in (
          "telephone1"),
     Kind("customer", "bc", "CUSTOMER", "customers", "accounts", "displayName", "name", "phoneNumber", "telephone1"),
     Kind("item", "bc", "ITEM-PRODUCT", "items", "products", "displayName", "name", "unitPrice", "price"),
-    Kind("contact", "dataverse", "CONTACT", "contacts", "contacts", "email", "emailaddress1", "jobTitle",
-         "jobtitle"),
+    # (API v2.0 contacts have no job title: the mobile phone is the field the updates change.)
+    Kind("contact", "dataverse", "CONTACT", "contacts", "contacts", "email", "emailaddress1", "mobilePhoneNumber",
+         "mobilephone"),
 )}
 # One round of the load: four creations and four updates (the updates go round the records made so far).
 ROUND = ("account", "update", "customer", "update", "item", "update", "contact", "update")
@@ -155,9 +156,9 @@ class Load:
         else:  # a contact under the latest account made in Sales (its customer may not exist in BC yet)
             parent = self.by_kind("account")[-1]
             key = f"f{self.tag}.contact.{n:03d}@faults.example".lower()
-            value = f"Buyer {self.ops}"
+            value = f"+1 557 {self.ops:04d}"
             source_id = await dv.create("contacts", {
-                "firstname": "Fault", "lastname": f"Contact {n:03d}", "emailaddress1": key, "jobtitle": value,
+                "firstname": "Fault", "lastname": f"Contact {n:03d}", "emailaddress1": key, "mobilephone": value,
                 "parentcustomerid_account@odata.bind": f"/accounts({parent.source_id})"})
         self.records.append(Record(kind, key, str(source_id).lower(), value, last_change=time.monotonic()))
 
@@ -179,8 +180,8 @@ class Load:
             value = float(500 + self.ops)
             await bc.patch("items", record.source_id, {"unitPrice": value})
         else:
-            value = f"Head of Buying {self.ops}"
-            await dv.update("contacts", record.source_id, {"jobtitle": value})
+            value = f"+1 558 {self.ops:04d}"
+            await dv.update("contacts", record.source_id, {"mobilephone": value})
         record.value, record.changes, record.last_change = value, record.changes + 1, time.monotonic()
 
     # ---- checking -------------------------------------------------------------------------------------

@@ -49,8 +49,8 @@ async def bc_items(w: World, *, sync: bool) -> list[dict[str, Any]]:
         else:
             product = await w.human.dv_create("products", {
                 "name": item["displayName"], "productnumber": item["number"], "price": item["unitPrice"],
-                "DefaultUoMScheduleId@odata.bind": f"/uomschedules({DEFAULT_UNIT_GROUP_ID})",
-                "DefaultUoMId@odata.bind": f"/uoms({DEFAULT_UNIT_ID})"})
+                "defaultuomscheduleid@odata.bind": f"/uomschedules({DEFAULT_UNIT_GROUP_ID})",
+                "defaultuomid@odata.bind": f"/uoms({DEFAULT_UNIT_ID})"})
             await w.human.dv_update("products", product["productid"], {"statecode": 0, "statuscode": 1})
             item["productid"] = product["productid"]
     return items
@@ -348,8 +348,8 @@ async def test_an_order_for_a_product_without_an_item_names_the_product(world: W
     account_id = await account(world, sync=True)
     orphan = await world.human.dv_create("products", {
         "name": "Mystery part", "productnumber": "X-404",
-        "DefaultUoMScheduleId@odata.bind": f"/uomschedules({DEFAULT_UNIT_GROUP_ID})",
-        "DefaultUoMId@odata.bind": f"/uoms({DEFAULT_UNIT_ID})"})
+        "defaultuomscheduleid@odata.bind": f"/uomschedules({DEFAULT_UNIT_GROUP_ID})",
+        "defaultuomid@odata.bind": f"/uoms({DEFAULT_UNIT_ID})"})
     items[1] = {**items[1], "productid": orphan["productid"]}
     order_id, _ = await sales_order(world, account_id, items)
     with pytest.raises(SyncFailure, match="product 'Mystery part' \\(X-404\\) has no item"):

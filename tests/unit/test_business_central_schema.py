@@ -25,6 +25,9 @@ def test_the_sample_batch_parses_with_all_four_change_types() -> None:
         f"/api/v2.0/companies({COMPANY})/customers({RECORD})",
         f"https://api.businesscentral.dynamics.com/v2.0/tenant/production/api/v2.0/companies({COMPANY})/customers({RECORD})",
         f"http://127.0.0.1:8081/v2.0/t/production/api/v2.0/companies('{COMPANY}')/customers('{RECORD.upper()}')",
+        # without the api/<version>/ part: the standard API
+        f"companies({COMPANY})/customers({RECORD})",
+        f"/companies({COMPANY})/customers(id={RECORD})",
     ],
 )
 def test_record_resources_relative_or_absolute(resource: str) -> None:

@@ -4,23 +4,34 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from service.registration import _expires_soon, _same_resource, bc_resource, key_fingerprint
+from service.registration import _expires_soon, bc_resource, header_auth_value, key_fingerprint, same_resource
 
 C = "c0ffee00-1234-4abc-9def-0123456789ab"
 
 
-def test_resource_strings() -> None:
-    assert bc_resource(C, "v2.0", "customers") == f"companies({C})/customers"
+def test_resource_strings_are_written_as_microsoft_documents_them() -> None:
+    # "Working with webhooks in Dynamics 365 Business Central": "/api/v2.0/companies(<id>)/customers"
+    assert bc_resource(C, "v2.0", "customers") == f"/api/v2.0/companies({C})/customers"
     assert bc_resource(C, "bcsync/integration/v1.0", "resources") == \
-        f"api/bcsync/integration/v1.0/companies({C})/resources"
+        f"/api/bcsync/integration/v1.0/companies({C})/resources"
 
 
 def test_resources_match_however_bc_spells_them() -> None:
-    ours = _same_resource(bc_resource(C, "v2.0", "customers"))
-    assert _same_resource(f"/api/v2.0/companies({C})/customers") == ours
-    assert _same_resource(f"companies({C.upper()})/customers") == ours
-    custom = _same_resource(f"/api/bcsync/integration/v1.0/companies({C})/resources")
-    assert custom == _same_resource(bc_resource(C, "bcsync/integration/v1.0", "resources")) != ours
+    ours = same_resource(bc_resource(C, "v2.0", "customers"))
+    assert ours == f"companies({C})/customers"  # the keys of the keeper's stored states are unchanged
+    assert same_resource(f"api/v2.0/companies({C})/customers") == ours
+    assert same_resource(f"companies({C.upper()})/customers") == ours
+    assert same_resource(f"companies('{C}')/customers") == ours
+    assert same_resource(f"https://api.businesscentral.dynamics.com/v2.0/t/production/api/v2.0/companies({C})/customers") \
+        == ours
+    custom = same_resource(f"/api/bcsync/integration/v1.0/companies({C})/resources")
+    assert custom == same_resource(bc_resource(C, "bcsync/integration/v1.0", "resources")) != ours
+    assert custom == f"api/bcsync/integration/v1.0/companies({C})/resources"
+
+
+def test_the_webhook_key_travels_in_a_header_setting_xml_escaped() -> None:
+    assert header_auth_value('k"<&>') == \
+        '<settings><setting name="x-bcsync-webhook-key" value="k&quot;&lt;&amp;&gt;" /></settings>'
 
 
 def test_expiry_within_24_hours() -> None:

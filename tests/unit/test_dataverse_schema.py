@@ -129,3 +129,33 @@ def test_unknown_tagged_values_are_kept_and_multi_select_becomes_a_list() -> Non
 def test_what_is_not_a_context_is_refused(body: str) -> None:
     with pytest.raises(ValidationError):
         RemoteExecutionContext.model_validate_json(body)
+
+
+def test_images_are_found_by_the_registered_alias_not_by_position() -> None:
+    # An asynchronous step's payload carries Dataverse's own AsynchronousStepPrimaryName image (name and id
+    # only) before ours ("Use WebHooks …", its asynchronous sample).
+    context = RemoteExecutionContext.model_validate_json(sample_text("dataverse-account-update-async-images.json"))
+    assert next(entry.key for entry in context.post_entity_images) == "AsynchronousStepPrimaryName"
+    image = context.image("post")
+    assert image is not None and image.get("telephone1") is not None and image.get("address1_line1") is not None
+    snapshot = context.snapshot()
+    assert snapshot is not None and snapshot["telephone1"] == "+44 20 7946 0000" and "websiteurl" in snapshot
+
+
+def test_an_image_under_another_alias_is_not_ours() -> None:
+    raw = sample("dataverse-account-update.json")
+    for entry in raw["PostEntityImages"]:
+        entry["key"] = "SomeoneElsesImage"
+    assert RemoteExecutionContext.model_validate(raw).image("post") is None
+
+
+def test_an_all_zero_operation_id_is_absent_and_the_request_id_identifies_the_delivery() -> None:
+    from service.intake import dataverse_event
+
+    context = RemoteExecutionContext.model_validate_json(sample_text("dataverse-account-update-async-images.json"))
+    assert context.operation_id is None and context.request_id is not None
+    event = dataverse_event(context, trimmed=False, correlation_id=None)
+    assert event.dedupe_key == f"dv:{context.request_id}:{context.primary_entity_id}"
+    other = RemoteExecutionContext.model_validate({**sample("dataverse-account-update-async-images.json"),
+                                                   "RequestId": "6a0c8d1e-2b3f-4a5b-8c7d-9e0f1a2b3c4d"})
+    assert dataverse_event(other, trimmed=False, correlation_id=None).dedupe_key != event.dedupe_key
