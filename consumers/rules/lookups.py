@@ -138,6 +138,13 @@ async def parent_to_dataverse(ctx: SyncContext, company_number: str) -> dict[str
 
 # --- toward Business Central ------------------------------------------------------------------------------------
 
+def bc_currency(ctx: SyncContext, code: Any) -> str:
+    """A BC currency code with the local currency blank: API v2.0 pages show a blank currency as the LCY code
+    ("Graph Mgt - General Tools".TranslateNAVCurrencyCodeToCurrencyCode) and read that code back as blank."""
+    text = str(code or "").strip().upper()
+    return "" if text == ctx.local_currency.upper() else text
+
+
 async def currency_to_bc(ctx: SyncContext, currency_id: str | None) -> dict[str, Any]:
     if not currency_id:
         return {}

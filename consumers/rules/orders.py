@@ -221,7 +221,9 @@ class OrderRule(Rule):
                                **({"body": body} if body is not None else {})})
             return op_id
 
-        changes = {k: v for k, v in header.items() if target.get(k) != v}
+        changes = {k: v for k, v in header.items() if target.get(k) != v
+                   and not (k == "currencyCode" and lookups.bc_currency(self.ctx, v) == lookups.bc_currency(
+                       self.ctx, target.get(k)))}
         if changes:
             operation("PATCH", bc.record_url("salesOrders", order_id), changes, str(target["@odata.etag"]))
         existing = {str(line["id"]): line for line in target.get("salesOrderLines") or []}

@@ -48,12 +48,6 @@ def bind_id(payload: dict[str, Any], name: str) -> str | None:
     return str(value).rsplit("(", 1)[-1].rstrip(")").lower() if value else None
 
 
-def _currency(ctx: SyncContext, code: str | None) -> str:
-    """A BC currency code with the local currency written as blank (BC's own convention)."""
-    text = (code or "").strip().upper()
-    return "" if text == ctx.local_currency.upper() else text
-
-
 class SalesPriceRule(Rule):
     """SALESPRC-PRODPRICE: BC sales prices → price list items."""
 
@@ -89,7 +83,9 @@ class SalesPriceRule(Rule):
         if group is None:
             raise MissingDependency(f"customer price group {code} does not exist in Business Central",
                                     "CUSTPRCGRP-PRICE", "bc", code)
-        if _currency(self.ctx, price.get("currencyCode")) != _currency(self.ctx, group.get("currencyCode")):
+        same = lookups.bc_currency(self.ctx, price.get("currencyCode")) == lookups.bc_currency(
+            self.ctx, group.get("currencyCode"))
+        if not same:
             raise Skip(f"the sales price is in {price.get('currencyCode') or 'the local currency'}, its price group "
                        f"{code}'s price list in {group.get('currencyCode') or 'the local currency'}")
         list_id = await lookups.resolve(self.ctx, "CUSTPRCGRP-PRICE", "bc", str(group["id"]))

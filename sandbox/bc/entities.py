@@ -10,6 +10,11 @@ from typing import Any
 
 EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
 V2 = "v2.0"  # the standard API
+# The company's local currency. APIV2 pages show a blank "Currency Code" as the LCY code and read the LCY code
+# written to them as blank (customers, salesOrders, salesInvoices: SetCalculatedFields calls "Graph Mgt -
+# General Tools".TranslateNAVCurrencyCodeToCurrencyCode; shared/samples/bc-customer.json: "USD", currencyId 0).
+LCY_CODE = "USD"
+LCY_TRANSLATED = frozenset({"customers", "salesOrders", "salesInvoices"})
 CUSTOM = "bcsync/integration/v1.0"  # the custom API (mappings.md)
 
 ADDRESS = {"addressLine1": "", "addressLine2": "", "city": "", "state": "", "country": "", "postalCode": ""}

@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 from sandbox.bc import documents
-from sandbox.bc.entities import EMPTY_GUID, ENTITIES, LINES_OF, EntityDef
+from sandbox.bc.entities import EMPTY_GUID, ENTITIES, LCY_CODE, LCY_TRANSLATED, LINES_OF, EntityDef
 from sandbox.bc.enums import ENUMS
 from sandbox.bc.errors import BCError, bad_request, not_found, unknown_property
 from sandbox.bc.shape import Shape
@@ -70,6 +70,8 @@ class Records:
                 continue
             default = entity.fields[key]
             out[key] = _convert(key, default, value)
+            if key == "currencyCode" and entity.name in LCY_TRANSLATED and str(out[key]).upper() == LCY_CODE:
+                out[key] = ""  # the LCY code is the blank currency (TranslateCurrencyCodeToNAVCurrencyCode)
             enum = ENUMS.get((entity.name, key))
             if enum:
                 member = enum.canonical(str(out[key]))

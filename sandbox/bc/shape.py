@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from sandbox.bc.entities import CONTACT_INFO, CUSTOM, ENTITIES, EntityDef
+from sandbox.bc.entities import CONTACT_INFO, CUSTOM, ENTITIES, LCY_CODE, LCY_TRANSLATED, EntityDef
 from sandbox.bc.enums import ENUMS, encode
 from sandbox.bc.store import Row
 from sandbox.config import SandboxConfig
@@ -53,6 +53,8 @@ class Shape:
         for field, spelled in spelling.items():
             if field in out:
                 out[field] = spelled.get(out[field], out[field])
+        if name in LCY_TRANSLATED and out.get("currencyCode") == "":
+            out["currencyCode"] = LCY_CODE  # a blank currency shows as the LCY code (see entities.LCY_CODE)
         return out
 
     def row(self, name: str, row: Row, select: list[str] | None = None) -> dict[str, Any]:

@@ -203,3 +203,21 @@ async def test_orderby_with_paging(client: httpx.AsyncClient) -> None:
     assert [c["displayName"] for c in by_name.json()["value"]] == ["A", "B", "C"]
     assert by_name.json()["@odata.count"] == 3
     assert (await client.get(f"{COMPANY}/customers?$orderby=nope")).status_code == 400
+
+
+async def test_a_blank_currency_shows_as_the_lcy_code_and_the_lcy_code_writes_blank(
+        client: httpx.AsyncClient, bc: BCSandbox) -> None:
+    # APIV2 pages: CurrencyCodeTxt := TranslateNAVCurrencyCodeToCurrencyCode(LCYCurrencyCode, "Currency Code");
+    # shared/samples/bc-customer.json: an LCY customer shows "USD" with a zero currencyId.
+    body = (await client.post(f"{COMPANY}/customers", json={"displayName": "Local Ltd"})).json()
+    assert (body["currencyCode"], body["currencyId"]) == ("USD", "00000000-0000-0000-0000-000000000000")
+    stored = bc.records.get("customers", body["id"]).data
+    assert stored["currencyCode"] == ""
+    await client.post(f"{COMPANY}/currencies", json={"code": "EUR", "displayName": "Euro", "symbol": "€"})
+    euro = await client.patch(f"{COMPANY}/customers({body['id']})", json={"currencyCode": "EUR"},
+                              headers={"If-Match": "*"})
+    assert euro.json()["currencyCode"] == "EUR"
+    back = await client.patch(f"{COMPANY}/customers({body['id']})", json={"currencyCode": "USD"},
+                              headers={"If-Match": "*"})
+    assert back.status_code == 200 and back.json()["currencyCode"] == "USD"
+    assert bc.records.get("customers", body["id"]).data["currencyCode"] == ""
