@@ -46,7 +46,9 @@ async def follow_settings(db: Database, engine: SyncEngine, worker: Worker) -> N
             async with db.session() as session:
                 rows = await mapping_configs.all_configs(session)
             for name, rule in engine.rules.items():
-                rule.mapping = effective(BY_NAME[name], mapping_configs.config_of(rows.get(name)))
+                row = rows.get(name)
+                rule.mapping = effective(BY_NAME[name], mapping_configs.config_of(row))
+                rule.unavailable, rule.bc_delivery = (row.unavailable, row.bc_delivery) if row else (None, None)
             await worker.apply_holds({name for name, row in rows.items() if row.on_hold})
         except asyncio.CancelledError:
             raise

@@ -29,5 +29,9 @@ class MissingDependency(SyncFailure):
         self.waiting_for = f"{mapping}:{side}:{record_id.lower()}"
 
 
+class MappingUnavailable(MissingDependency):
+    """The referenced record's mapping cannot run in this installation (setup keeps it off)."""
+
+
 class Conflict(SyncFailure):
     """Both sides changed a field since the last synchronization and the policy is `none`."""

@@ -22,7 +22,15 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from consumers.coalesce import Coalescer
-from consumers.errors import Conflict, CoupledMeanwhile, MissingDependency, RecordBusy, Skip, SyncFailure
+from consumers.errors import (
+    Conflict,
+    CoupledMeanwhile,
+    MappingUnavailable,
+    MissingDependency,
+    RecordBusy,
+    Skip,
+    SyncFailure,
+)
 from consumers.lease import Lease
 from consumers.rules.base import OTHER, Rule
 from schemas.events import ChangeEvent
@@ -78,6 +86,9 @@ class SyncEngine:
         side = SIDE_OF_SOURCE[event.source]
         if not rule.handles(side, event.entity):
             return
+        if rule.unavailable:  # setup keeps it off (API not installed, schema problems): nothing to apply
+            log.info("event of a mapping that cannot run dropped", mapping=rule.name, reason=rule.unavailable[:300])
+            return
         if event.change_type == "collection":
             await self.reconcile(rule, side, event)
             return
@@ -108,6 +119,7 @@ class SyncEngine:
         takes a slot of its own, so that a long reconciliation never keeps live events waiting for long."""
         seen: set[str] = set()
         kind = "reconcile"
+        listing_started = datetime.now(UTC)
         async for record in await rule.records(side, event.collection_filter):
             record_id = rule.record_id(side, record)
             seen.add(record_id)
@@ -118,19 +130,29 @@ class SyncEngine:
                 await self._record_error(rule, side, record_id, exc, None)
         if not event.full_reconcile:
             return
+        # Couplings whose record the listing did not show. Only on evidence: a coupling made while the listing
+        # ran (a live event, after the listing passed its page) is no candidate, and each candidate is read
+        # again — the delete policy runs only when the source says the record is gone (404).
         after = 0
         while batch := await self._couplings_page(rule.name, after):
             after = batch[-1].id or after
             for coupling in batch:
                 record_id = coupling.bc_id if side == "bc" else coupling.dataverse_id
-                if record_id not in seen:
+                if record_id in seen or _aware(coupling.created_at) >= listing_started:
+                    continue
+                try:
                     async with self.slots:
-                        await self.sync_record(rule, side, record_id, deleted=True, kind=kind)
+                        await self.sync_record(rule, side, record_id, kind=kind)
+                except (SyncFailure, ApiError) as exc:
+                    await self._record_error(rule, side, record_id, exc, None)
 
     async def sync_dependency(self, mapping: str, side: str, record_id: str) -> str | None:
         """Synchronize a referenced record first (if its mapping's direction allows); its coupled id."""
         rule = self.rules[mapping]
         other = OTHER[side]
+        if rule.unavailable:
+            raise MappingUnavailable(f"{mapping} cannot run here ({rule.unavailable[:300]}), so its record "
+                                     f"{record_id} cannot be synchronized first", mapping, side, record_id)
         if not rule.creates_toward(other):
             raise MissingDependency(
                 f"{mapping} record {record_id} is not coupled, and {mapping} does not synchronize toward "
@@ -257,8 +279,20 @@ class SyncEngine:
             if len(candidates) > 1:
                 raise SyncFailure(f"{len(candidates)} records on the other side match this one; couple it by hand")
             if not candidates:
-                created = await rule.create(other, await rule.values(other, record, creating=True))
-                coupling = await self._save(rule, side, record, other, created, source_hash)
+                written = await rule.values(other, record, creating=True)
+                created = await rule.create(other, written)
+                record = await self._give_back(rule, side, record, other, created)
+                # A rule's create may read the new record again after follow-up writes (a product made Active,
+                # priced): by then a person may have changed it. The coupling must hold what *we* wrote, and a
+                # difference must still reach the source — else that change would count as synchronized.
+                moved = sorted(k for k, v in written.items() if k in created and not _holds(created, k, v))
+                other_hash: str | bool = True
+                if moved:  # (or only spelled otherwise: the LCY code for a blank currency)
+                    other_hash = digest(await rule.values(side, {**created, **written}))
+                    moved = moved if digest(await rule.values(side, created)) != other_hash else []
+                coupling = await self._save(rule, side, record, other, created, source_hash, other_hash=other_hash)
+                if moved:
+                    await self._follow_up(rule, other, _id(coupling, other), moved)
                 return Applied("inserted", direction, _id(coupling, other), source_modified, coupling)
             target: dict[str, Any] | None = candidates[0]
             assert target is not None
@@ -351,6 +385,24 @@ class SyncEngine:
                 await asyncio.sleep(0.05 * (attempt + 1))
         raise AssertionError("unreachable")
 
+    async def _give_back(self, rule: Rule, side: str, record: dict[str, Any], other: str,
+                         created: dict[str, Any]) -> dict[str, Any]:
+        """What the other system assigned to the record we just created there goes back to the source now
+        (BC numbers a customer made from a Sales account: `number` → `accountnumber`): the fields that flow
+        from `other` toward `side` only. Their echo would be found unchanged, so nothing else would write them.
+        The source record as it is afterwards."""
+        toward_other = set(rule.fields_toward(other))
+        wanted: dict[str, Any] = {}
+        for field in rule.fields_toward(side):
+            if field not in toward_other:
+                wanted.update(await rule.field_value(field, side, created))
+        changes = {key: value for key, value in wanted.items() if not _holds(record, key, value)}
+        if not changes:
+            return record
+        log.info("values assigned by the other side written back", mapping=rule.name, side=side,
+                 fields=sorted(changes))
+        return await self._write(rule, side, record, changes)
+
     async def _save(self, rule: Rule, side: str, record: dict[str, Any], other: str, target: dict[str, Any],
                     source_hash: str | None, *, other_hash: str | bool | None = True) -> Coupling:
         """Store the coupling with both sides' hashes and modified times after a write (or a match)."""
@@ -365,6 +417,20 @@ class SyncEngine:
                 dataverse_hash=hashes["dataverse"], bc_modified=times["bc"], dataverse_modified=times["dataverse"],
                 last_result="ok", attempts=0,
             )
+
+    async def _follow_up(self, rule: Rule, side: str, record_id: str, fields: list[str]) -> None:
+        """Apply `side`'s record again after this run (an event of it on the mapping's queue)."""
+        log.info("record changed while it was created; applied again", mapping=rule.name, side=side,
+                 record_id=record_id, fields=fields)
+        if self.redrive is None:
+            return
+        now = datetime.now(UTC)
+        event = ChangeEvent(source=SOURCE_OF_SIDE[side], entity=rule.mapping.bc_entity if side == "bc"
+                            else rule.mapping.dataverse_entity, record_id=record_id, change_type="updated",
+                            occurred_at=now, dedupe_key=f"follow-up:{rule.name}:{side}:{record_id}:{now.isoformat()}",
+                            correlation_id=f"follow-up-{rule.name}", api=rule.mapping.bc_api if side == "bc" else None,
+                            company_id=rule.ctx.bc.company_id if side == "bc" else None)
+        await self.redrive(rule.name, event.model_dump_json())
 
     async def _record_error(self, rule: Rule, side: str, record_id: str, error: Exception, event: str | None) -> None:
         message = str(error) if not isinstance(error, ApiError) else f"{error.status} {error.code}: {error.message}"
@@ -389,6 +455,19 @@ class SyncEngine:
     async def _couplings_page(self, mapping: str, after: int) -> list[Coupling]:
         async with self.db.session() as session:
             return await couplings.list_for(session, mapping, limit=500, after_id=after)
+
+
+def _holds(record: dict[str, Any], key: str, value: Any) -> bool:
+    """Whether the record already has this value (a lookup `<column>@odata.bind` as its `_<column>_value`)."""
+    if key.endswith("@odata.bind"):
+        current = record.get(f"_{key.removesuffix('@odata.bind')}_value")
+        return str(current or "").lower() == str(value or "").rpartition("(")[2].rstrip(")").lower()
+    current = record.get(key)
+    return current == value or (current in (None, "") and value in (None, ""))
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _id(coupling: Coupling, side: str) -> str:

@@ -48,13 +48,15 @@ def sandbox(
     dataverse_port: Annotated[int, typer.Option(help="Dataverse Web API port")] = 8082,
     entra_port: Annotated[int, typer.Option(help="Entra token endpoint port (HTTPS)")] = 8443,
     ca_file: Annotated[str, typer.Option(help="where to write the self-signed CA")] = "sandbox-ca.pem",
+    without_extension: Annotated[bool, typer.Option(
+        "--without-extension", help="BC without the bcsync extension: its custom API answers 404")] = False,
 ) -> None:
-    """Run local stand-ins for Business Central, Dataverse and Microsoft Entra."""
+    """Run local stand-ins for Business Central, Dataverse and Microsoft Entra (readings: BCSYNC_SANDBOX_*)."""
     from sandbox.config import SandboxConfig
     from sandbox.main import run
 
     run(SandboxConfig.from_env(bc_port=bc_port, dataverse_port=dataverse_port, entra_port=entra_port,
-                               ca_file=ca_file))
+                               ca_file=ca_file, custom_api=False if without_extension else None))
 
 
 @app.command()
@@ -66,14 +68,16 @@ def demo(once: Annotated[bool, typer.Option("--once", help="exit after the summa
 
 
 @app.command()
-def setup() -> None:
-    """Assisted setup: check both connections, seed the mappings, register both systems' webhooks."""
+def setup(check: Annotated[bool, typer.Option("--check", help="only report what setup would find; write nothing")]
+          = False) -> None:
+    """Assisted setup: check both connections and the mappings against both systems' live metadata, seed the
+    mappings, register both systems' webhooks; mappings that cannot run there are kept off and named."""
     import asyncio
 
     from service.connectors.factory import make_clients
     from service.logging import configure_logging
     from service.settings import load_settings
-    from service.setup import SetupRefused, run_setup
+    from service.setup import SetupRefused, run_check, run_setup
     from service.store.db import Database
     from service.store.migrate import upgrade_async
 
@@ -81,12 +85,12 @@ def setup() -> None:
                              "dataverse_webhook_key", "bc_client_state")
     configure_logging("WARNING")
 
-    async def main() -> dict[str, object]:
+    async def main() -> dict[str, Any]:
         await upgrade_async(settings.database_url)
         db = Database(settings.database_url)
         bc, dv = make_clients(settings)
         try:
-            return await run_setup(settings, bc, dv, db)
+            return await (run_check(bc, dv, db) if check else run_setup(settings, bc, dv, db))
         finally:
             await bc.aclose()
             await dv.aclose()
@@ -98,7 +102,18 @@ def setup() -> None:
         typer.echo(f"bcsync setup: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(report, indent=2, default=str))
-    typer.echo("setup changed nothing: everything was in place" if not report["changed"] else "setup done")
+    findings = report.get("check", report)
+    for mapping in findings.get("mappings", []):
+        if not mapping["available"]:
+            typer.echo(f"{mapping['mapping']}: not started: {'; '.join(mapping['problems'])}")
+        elif mapping["bc_delivery"] == "poll":
+            typer.echo(f"{mapping['mapping']}: Business Central cannot notify it; its BC side is polled")
+    for warning in findings.get("warnings", []):
+        typer.echo(f"warning: {warning}")
+    if check:
+        typer.echo("check done: nothing was written")
+    else:
+        typer.echo("setup changed nothing: everything was in place" if not report["changed"] else "setup done")
 
 
 def _admin(method: str, path: str, url: str | None, body: object = None) -> Any:
@@ -175,7 +190,8 @@ def couple(mapping: str, bc_id: str, dataverse_id: str,
 def status(
     url: Annotated[str | None, typer.Option(help="api base URL (default BCSYNC_PUBLIC_URL)")] = None,
 ) -> None:
-    """Show per mapping: hold state, queue depth, last success, lag, open errors."""
+    """Show per mapping: hold state, BC push or poll, queue depth, last success, open errors; why one does
+    not run."""
     from service.settings import load_settings
 
     settings = load_settings("admin_token")
@@ -191,11 +207,13 @@ def status(
         typer.echo(f"bcsync status: cannot reach {base}/admin/status: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"broker connected: {body['broker_connected']}   outbox pending: {body['outbox_pending']}")
-    typer.echo(f"{'mapping':<20} {'hold':<5} {'queue':>6} {'errors':>6}  last success")
+    typer.echo(f"{'mapping':<20} {'hold':<5} {'BC':<5} {'queue':>6} {'errors':>6}  last success")
     for m in body["mappings"]:
         depth = "-" if m["queue_depth"] is None else str(m["queue_depth"])
-        typer.echo(f"{m['name']:<20} {'yes' if m['on_hold'] else 'no':<5} {depth:>6} {m['open_errors']:>6}  "
-                   f"{m['last_success'] or '-'}")
+        typer.echo(f"{m['name']:<20} {'yes' if m['on_hold'] else 'no':<5} {m.get('bc_delivery') or '-':<5} "
+                   f"{depth:>6} {m['open_errors']:>6}  {m['last_success'] or '-'}")
+        if not m.get("available", True):
+            typer.echo(f"{'':<20} not running: {m.get('unavailable_reason')}")
 
 
 if __name__ == "__main__":

@@ -1,20 +1,29 @@
-"""Assisted setup (`bcsync setup`, `POST /admin/setup`): check both connections, seed the mappings,
-register both systems' webhooks, report what was done. Running it again changes nothing."""
+"""Assisted setup (`bcsync setup`, `POST /admin/setup`) and its read-only half (`GET /admin/setup/check`).
+
+Setup: check both connections, seed the mappings, hold every mapping against both systems' live metadata
+(service/schema_check.py), keep off the mappings that cannot run there (their BC API route is not installed,
+the tenant lacks a field they map, …) and say why, subscribe to the BC resources BC can notify and poll the
+others, register the Dataverse webhook for the tables of the mappings that run, and report what was done.
+Running it again changes nothing; running it after installing the BC extension (or switching a field off)
+starts what was kept off.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from schemas.mappings import MAPPINGS, bc_resources, dataverse_tables
+from schemas.mapping_config import effective
+from schemas.mappings import MAPPINGS, TableMapping, bc_resources, dataverse_tables
 from service.connectors.business_central import BusinessCentralClient
 from service.connectors.dataverse import DataverseClient
 from service.connectors.http import ApiError
-from service.registration import register_bc_subscriptions, register_dataverse_webhook
+from service.registration import bc_resource, register_bc_subscriptions, register_dataverse_webhook
+from service.schema_check import CheckReport, check
 from service.settings import Settings
 from service.store import mapping_configs
 from service.store.db import Database
+from service.subscriptions import MESSAGES, urls
 
-MESSAGES = ("Create", "Update", "Delete")
 NON_INTERACTIVE = 4  # systemuser.accessmode of application users
 
 
@@ -36,8 +45,8 @@ async def check_integration_user(dv: DataverseClient) -> dict[str, Any]:
     return {"id": user_id, "name": user.get("fullname"), "application_user": bool(user.get("applicationid"))}
 
 
-async def run_setup(settings: Settings, bc: BusinessCentralClient, dv: DataverseClient, db: Database) -> dict[str, Any]:
-    report: dict[str, Any] = {}
+async def check_connections(bc: BusinessCentralClient, dv: DataverseClient) -> dict[str, Any]:
+    """Both systems answer, with the configured company and a non-interactive integration user."""
     try:
         companies = await bc.companies()
     except ApiError as exc:
@@ -45,11 +54,29 @@ async def run_setup(settings: Settings, bc: BusinessCentralClient, dv: Dataverse
     if not any(str(c.get("id", "")).lower() == bc.company_id.lower() for c in companies):
         raise SetupRefused(f"Business Central has no company {bc.company_id}; it has: "
                            + ", ".join(f"{c.get('name')} ({c.get('id')})" for c in companies))
-    report["business_central"] = {"company": bc.company_id, "ok": True}
     try:
-        report["integration_user"] = await check_integration_user(dv)
+        user = await check_integration_user(dv)
     except ApiError as exc:
         raise SetupRefused(f"Dynamics 365 Sales: {exc}") from None
+    return {"business_central": {"company": bc.company_id, "ok": True}, "integration_user": user}
+
+
+async def configured_mappings(db: Database) -> list[TableMapping]:
+    """Every mapping with the installation's changes applied."""
+    async with db.session() as session:
+        rows = await mapping_configs.all_configs(session)
+    return [effective(m, mapping_configs.config_of(rows.get(m.name))) for m in MAPPINGS]
+
+
+async def run_check(bc: BusinessCentralClient, dv: DataverseClient, db: Database) -> dict[str, Any]:
+    """`GET /admin/setup/check`: what setup would find and do; writes nothing."""
+    report = await check_connections(bc, dv)
+    findings = await check(bc, dv, await configured_mappings(db))
+    return {**report, **findings.json()}
+
+
+async def run_setup(settings: Settings, bc: BusinessCentralClient, dv: DataverseClient, db: Database) -> dict[str, Any]:
+    report = await check_connections(bc, dv)
     seeded = 0
     async with db.session() as session:
         existing = await mapping_configs.all_configs(session)
@@ -58,14 +85,36 @@ async def run_setup(settings: Settings, bc: BusinessCentralClient, dv: Dataverse
                 await mapping_configs.get(session, mapping.name)
                 seeded += 1
     report["mappings_seeded"] = seeded
-    public = str(settings.public_url).rstrip("/")
+    mappings = await configured_mappings(db)
+    findings = await check(bc, dv, mappings)
+    running = [m for m in mappings if findings.mappings[m.name].available]
+    pushed = [m for m in running if findings.mappings[m.name].bc_delivery == "push"]
+    bc_url, dv_url = urls(settings)
     assert settings.bc_client_state and settings.dataverse_webhook_key
-    subscriptions = await register_bc_subscriptions(bc, f"{public}/webhooks/business-central",
-                                                    settings.bc_client_state.get_secret_value(), bc_resources())
-    steps: list[tuple[str, str, list[str] | None]] = [(t, m, None) for t in dataverse_tables() for m in MESSAGES]
-    webhook = await register_dataverse_webhook(dv, f"{public}/webhooks/dataverse",
-                                               settings.dataverse_webhook_key.get_secret_value(), steps)
-    report["bc_subscriptions"] = vars(subscriptions)
-    report["dataverse_webhook"] = vars(webhook)
-    report["changed"] = bool(seeded or subscriptions.changed or webhook.changed)
-    return report
+    subscriptions = await register_bc_subscriptions(bc, bc_url, settings.bc_client_state.get_secret_value(),
+                                                    bc_resources(pushed))
+    _poll_refused(findings, bc.company_id, pushed, subscriptions.refused)
+    steps: list[tuple[str, str, list[str] | None]] = [(t, m, None) for t in dataverse_tables(running) for m in MESSAGES]
+    webhook = await register_dataverse_webhook(dv, dv_url, settings.dataverse_webhook_key.get_secret_value(), steps)
+    changed = bool(seeded or subscriptions.changed or webhook.changed)
+    async with db.session() as session:
+        rows = await mapping_configs.all_configs(session)
+        for name, found in findings.mappings.items():
+            row = rows.get(name)
+            if row is None or (row.unavailable, row.bc_delivery) != (found.reason, found.bc_delivery):
+                changed = True
+                await mapping_configs.set_findings(session, name, unavailable=found.reason,
+                                                   bc_delivery=found.bc_delivery)
+    return {**report, "check": findings.json(), "bc_subscriptions": vars(subscriptions),
+            "dataverse_webhook": vars(webhook), "changed": changed,
+            "mappings": {n: {"available": f.available, "reason": f.reason, "bc_delivery": f.bc_delivery}
+                         for n, f in findings.mappings.items()}}
+
+
+def _poll_refused(findings: CheckReport, company_id: str, pushed: list[TableMapping], refused: list[str]) -> None:
+    """A mapping whose BC subscription BC refused is polled instead."""
+    for mapping in pushed:
+        if any(bc_resource(company_id, mapping.bc_api, e) in refused for e in mapping.bc_entities):
+            found = findings.mappings[mapping.name]
+            found.bc_delivery = "poll"
+            found.warnings.append("Business Central refused its subscription: its BC side is polled")

@@ -4,7 +4,10 @@ those BC deleted, check the Dataverse registration, store what it saw, and ask f
 mappings whose subscription had to be re-created (the changes made while it was missing were never
 notified).
 
-It maintains the same registrations as `bcsync setup` (`wanted_bc_resources`, `wanted_dataverse_steps`).
+It maintains what `bcsync setup` registered, for the mappings setup found able to run (`plan`): BC
+subscriptions for those whose BC side is pushed, the Dataverse steps of their tables. One API route that
+answers 404 (the custom API uninstalled) fails only its own subscriptions; a resource whose subscription BC
+refuses is polled from then on.
 """
 
 from __future__ import annotations
@@ -13,18 +16,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.mappings import MAPPINGS, bc_resources, dataverse_tables
+from schemas.mapping_config import effective
+from schemas.mappings import MAPPINGS, TableMapping, bc_resources, dataverse_tables
 from service.connectors.business_central import V2, BusinessCentralClient
 from service.connectors.dataverse import DataverseClient
+from service.connectors.http import NotFound
 from service.logging import get_logger
 from service.registration import (
     RegistrationReport,
     bc_resource,
     register_bc_subscriptions,
     register_dataverse_webhook,
+    same_resource,
 )
 from service.settings import Settings
-from service.store import jobs
+from service.store import jobs, mapping_configs
 from service.store.db import Database
 
 log = get_logger(__name__)
@@ -33,12 +39,33 @@ MESSAGES = ("Create", "Update", "Delete")
 WEBHOOK_NAME = "bcsync"
 
 
-def wanted_bc_resources() -> list[tuple[str, str]]:
-    return bc_resources()
+@dataclass
+class Plan:
+    """What to keep registered: the mappings that run (setup's findings), and those whose BC side is pushed."""
+
+    running: list[TableMapping]
+    pushed: list[TableMapping]
+
+    def bc_resources(self) -> list[tuple[str, str]]:
+        return bc_resources(self.pushed)
+
+    def dataverse_steps(self) -> list[tuple[str, str, list[str] | None]]:
+        return [(table, message, None) for table in dataverse_tables(self.running) for message in MESSAGES]
 
 
-def wanted_dataverse_steps() -> list[tuple[str, str, list[str] | None]]:
-    return [(table, message, None) for table in dataverse_tables() for message in MESSAGES]
+async def plan(db: Database) -> Plan:
+    async with db.session() as session:
+        rows = await mapping_configs.all_configs(session)
+    running, pushed = [], []
+    for mapping in MAPPINGS:
+        row = rows.get(mapping.name)
+        if row is not None and row.unavailable:
+            continue
+        configured = effective(mapping, mapping_configs.config_of(row))
+        running.append(configured)
+        if configured.bc_is_source and (row is None or row.bc_delivery in (None, "push")):
+            pushed.append(configured)
+    return Plan(running, pushed)
 
 
 def urls(settings: Settings) -> tuple[str, str]:
@@ -46,8 +73,7 @@ def urls(settings: Settings) -> tuple[str, str]:
     return f"{public}/webhooks/business-central", f"{public}/webhooks/dataverse"
 
 
-def normalized(resource: str) -> str:
-    return resource.strip().lstrip("/").lower().removeprefix("api/v2.0/")
+normalized = same_resource
 
 
 def _parse(value: Any) -> datetime | None:
@@ -71,11 +97,16 @@ class KeeperReport:
                 "caught_up": self.caught_up, "errors": self.errors}
 
 
-async def our_bc_subscriptions(bc: BusinessCentralClient, notification_url: str) -> dict[str, dict[str, Any]]:
-    """Our subscriptions (by notificationUrl), by normalized resource."""
+async def our_bc_subscriptions(bc: BusinessCentralClient, notification_url: str,
+                               apis: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Our subscriptions (by notificationUrl), by normalized resource; a route that answers 404 has none."""
     found: dict[str, dict[str, Any]] = {}
-    for api in dict.fromkeys([V2, *(api for api, _ in wanted_bc_resources())]):
-        for sub in await bc.list_subscriptions(api=api):
+    for api in dict.fromkeys([V2, *(apis or [])]):
+        try:
+            subscriptions = await bc.list_subscriptions(api=api)
+        except NotFound:
+            continue
+        for sub in subscriptions:
             if sub.get("notificationUrl") == notification_url:
                 found.setdefault(normalized(str(sub.get("resource", ""))), sub)
     return found
@@ -99,13 +130,15 @@ async def keep(settings: Settings, db: Database, bc: BusinessCentralClient, dv: 
     async with db.session() as session:
         known = {row.key for row in await jobs.subscription_states(session)}
     affected: set[str] = set()
+    wanted_plan = await plan(db)
+    resources = wanted_plan.bc_resources()
     # ---- Business Central
-    wanted = {normalized(bc_resource(bc.company_id, api, name)): (api, name) for api, name in wanted_bc_resources()}
+    wanted = {normalized(bc_resource(bc.company_id, api, name)): (api, name) for api, name in resources}
     try:
         bc_report = await register_bc_subscriptions(bc, bc_url, settings.bc_client_state.get_secret_value(),
-                                                    wanted_bc_resources())
+                                                    resources)
         report.bc = _lists(bc_report)
-        listed = await our_bc_subscriptions(bc, bc_url)
+        listed = await our_bc_subscriptions(bc, bc_url, [api for api, _ in resources])
     except Exception as exc:  # the state says so; the next pass tries again
         report.errors.append(f"Business Central: {exc}")
         async with db.session() as session:
@@ -119,6 +152,8 @@ async def keep(settings: Settings, db: Database, bc: BusinessCentralClient, dv: 
         created = {normalized(r) for r in bc_report.created}
         renewed = {normalized(r) for r in bc_report.renewed}
         async with db.session() as session:
+            await jobs.forget_subscription_states(
+                session, [k for k in known if k.startswith("bc:") and k.removeprefix("bc:") not in wanted])
             for key, (_, entity_set) in wanted.items():
                 sub = listed.get(key, {})
                 status = ("failed" if key in failures else "created" if key in created
@@ -133,11 +168,17 @@ async def keep(settings: Settings, db: Database, bc: BusinessCentralClient, dv: 
                 if status == "created" and f"bc:{key}" in known:
                     report.recreated.append(key)
                     affected.update(m.name for m in MAPPINGS if entity_set in m.bc_entities)
+            refused = {normalized(r) for r in bc_report.refused}
+            for mapping in wanted_plan.pushed:  # BC refused the subscription: poll this side from now on
+                if any(normalized(bc_resource(bc.company_id, mapping.bc_api, e)) in refused
+                       for e in mapping.bc_entities):
+                    await mapping_configs.set_bc_delivery(session, mapping.name, "poll")
+                    log.warning("BC refused a subscription; polling instead", mapping=mapping.name)
     # ---- Dataverse
     dv_key = f"dataverse:{WEBHOOK_NAME}"
     try:
         dv_report = await register_dataverse_webhook(dv, dv_url, settings.dataverse_webhook_key.get_secret_value(),
-                                                     wanted_dataverse_steps(), name=WEBHOOK_NAME)
+                                                     wanted_plan.dataverse_steps(), name=WEBHOOK_NAME)
         report.dataverse = _lists(dv_report)
         endpoint_id = None
         async for row in dv.list("serviceendpoints", filter=f"name eq '{WEBHOOK_NAME}'",
@@ -156,7 +197,7 @@ async def keep(settings: Settings, db: Database, bc: BusinessCentralClient, dv: 
             # "step Create of account", "image PostImage of step Update of account": the table is last.
             tables = {c.rsplit(" of ", 1)[-1] for c in dv_report.created if " of " in c}
             if any(c.startswith("serviceendpoint") for c in dv_report.created):
-                tables = set(dataverse_tables())
+                tables = set(dataverse_tables(wanted_plan.running))
             affected.update(m.name for m in MAPPINGS if tables & set(m.dataverse_entities))
     except Exception as exc:
         report.errors.append(f"Dataverse: {exc}")

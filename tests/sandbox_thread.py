@@ -19,10 +19,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_sandbox_thread(tmp: Path) -> tuple[SandboxConfig, Any]:
-    """The whole sandbox on free ports in a thread of this process; returns its config and a stopper."""
+def start_sandbox_thread(tmp: Path, **readings: Any) -> tuple[SandboxConfig, Any]:
+    """The whole sandbox on free ports in a thread of this process (with `readings`, e.g. custom_api=False);
+    returns its config and a stopper."""
     config = SandboxConfig(bc_port=free_port(), dataverse_port=free_port(), entra_port=free_port(),
-                           ca_file=str(tmp / "ca.pem"))
+                           ca_file=str(tmp / "ca.pem"), **readings)
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     thread = threading.Thread(target=loop.run_until_complete, args=(serve(config, stop),), daemon=True)

@@ -48,6 +48,8 @@ class CatchUpJob:
             configs = {name: (await jobs.mapping_config(session, name))[0] for name in jobs.catch_up_mappings()}
         for name in jobs.catch_up_mappings():
             state = states.get(name)
+            if name in self.engine.rules and self.engine.rules[name].unavailable:
+                continue  # setup keeps it off
             if name not in self.engine.rules:
                 if state is not None and state.requested_at is not None:
                     await self._no_rule(name)
@@ -85,12 +87,13 @@ class CatchUpJob:
             rule = self.engine.rules[name]
             sides = rule.catch_up_sides()
             for side in sides:
-                found_side, marks[side] = await self._side(rule, side, marks[side], minutes, runs)
+                since = await self.since(rule, side, marks[side], minutes)
+                found_side, marks[side] = await self.publish_changes(rule, side, since, f"catchup-{name}-{runs}")
                 found += found_side
             every = self.job_settings.full_reconcile_every
             full = bool(every) and runs % every == 0
             if full:
-                await self._full_reconcile(rule, sides, runs)
+                await self.full_reconcile(rule, sides, runs)
             async with self.db.session() as session:
                 state = await jobs.catch_up_state(session, name)
                 state.bc_watermark, state.dataverse_watermark = marks["bc"], marks["dataverse"]
@@ -113,16 +116,21 @@ class CatchUpJob:
             async with self.db.session() as session:
                 await locks.release(session, [key], owner)
 
-    async def _side(self, rule: Rule, side: str, mark: datetime | None, minutes: float,
-                    run: int) -> tuple[int, datetime]:
+    async def since(self, rule: Rule, side: str, mark: datetime | None, minutes: float) -> datetime:
+        """Where a read of the side's changes starts: the watermark (else the newest coupled change, else
+        `minutes` ago), minus the overlap."""
         if mark is None:
             async with self.db.session() as session:
                 mark = await jobs.newest_coupled_change(session, rule.name, side)
             mark = mark or utcnow() - timedelta(minutes=max(minutes, 1.0))
-        mark = _aware(mark)
-        since = mark - timedelta(seconds=self.job_settings.catch_up_overlap_seconds)
+        return _aware(mark) - timedelta(seconds=self.job_settings.catch_up_overlap_seconds)
+
+    async def publish_changes(self, rule: Rule, side: str, since: datetime, label: str) -> tuple[int, datetime]:
+        """Publish the records of `side` changed after `since` as change events; (events, newest change seen).
+        A record version already synchronized, or published before (same modified time), is not published."""
         column, operator = ("lastModifiedDateTime", "gt") if side == "bc" else ("modifiedon", "ge")
-        newest, found = mark, 0
+        newest = since + timedelta(seconds=self.job_settings.catch_up_overlap_seconds)
+        found = 0
         batch: list[ChangeEvent] = []
         async for record in await rule.records(side, f"{column} {operator} {odata_time(since)}"):
             record_id = rule.record_id(side, record)
@@ -131,10 +139,10 @@ class CatchUpJob:
                 newest = _aware(modified)
             if modified is not None and await self._synchronized(rule.name, side, record_id, modified):
                 continue  # a newer version was synchronized already
-            stamp = modified.isoformat() if modified else str(run)
+            stamp = modified.isoformat() if modified else label
             batch.append(record_event(rule, side, record_id, occurred_at=modified,
                                       dedupe_key=f"catchup:{rule.name}:{side}:{record_id}:{stamp}",
-                                      correlation_id=f"catchup-{rule.name}-{run}"))
+                                      correlation_id=label))
             if len(batch) >= BATCH:
                 found += await self._publish(batch)
                 batch = []
@@ -157,7 +165,7 @@ class CatchUpJob:
             new = await outbox.store_events(session, events)
         return sum(new)
 
-    async def _full_reconcile(self, rule: Rule, sides: list[str], run: int) -> None:
+    async def full_reconcile(self, rule: Rule, sides: list[str], run: int) -> None:
         events = [ChangeEvent(
             source=SOURCE_OF_SIDE[side], entity=entity_of(rule, side), change_type="collection",
             occurred_at=utcnow(), dedupe_key=f"catchup-full:{rule.name}:{side}:{run}:{uuid.uuid4().hex}",

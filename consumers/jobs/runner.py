@@ -11,6 +11,7 @@ from consumers.jobs.catchup import CatchUpJob
 from consumers.jobs.common import kick, listen
 from consumers.jobs.fullsync import FullSync
 from consumers.jobs.keeper import KeeperJob
+from consumers.jobs.poll import PollJob
 from consumers.jobs.settings import JobSettings
 from consumers.sync import SyncEngine
 from service.broker import Broker
@@ -31,7 +32,9 @@ class JobRunner:
         self.full_sync = FullSync(db, engine, self.job_settings, self.kick)
         self.catch_up = CatchUpJob(db, engine, settings, self.job_settings)
         self.keeper = KeeperJob(settings, db, bc, dv, self.job_settings, self.kick)
-        self.wakes = {"full-sync": self.full_sync.wake, "catch-up": asyncio.Event(), "keeper": asyncio.Event()}
+        self.poll = PollJob(self.catch_up)
+        self.wakes = {"full-sync": self.full_sync.wake, "catch-up": asyncio.Event(), "keeper": asyncio.Event(),
+                      "poll": asyncio.Event()}
 
     async def kick(self, kind: str) -> None:
         self.wakes[kind].set()
@@ -47,7 +50,7 @@ class JobRunner:
         except Exception as exc:  # polling still finds the work
             log.warning("job control messages unavailable", error=str(exc)[:200])
         loops = [self._loop("full-sync", self.full_sync.tick), self._loop("catch-up", self.catch_up.tick),
-                 self._loop("keeper", self.keeper.tick)]
+                 self._loop("keeper", self.keeper.tick), self._loop("poll", self.poll.tick)]
         log.info("jobs running", poll_seconds=self.job_settings.jobs_poll_seconds)
         try:
             await asyncio.gather(*loops)

@@ -13,7 +13,7 @@ from schemas.mappings import MAPPINGS
 from service.api.deps import BrokerDep, DatabaseDep, SettingsDep, secret_matches
 from service.logging import get_logger
 from service.metrics import SYNC_LAG
-from service.setup import SetupRefused, run_setup
+from service.setup import SetupRefused, run_check, run_setup
 from service.store import mapping_configs, outbox, synclog
 
 log = get_logger(__name__)
@@ -42,6 +42,9 @@ class MappingStatus(BaseModel):
     direction: str
     depends_on: list[str]
     on_hold: bool
+    available: bool  # False: setup keeps it off (see `unavailable_reason`)
+    unavailable_reason: str | None
+    bc_delivery: str | None  # push (webhook) | poll | none (BC's changes not needed) | null before setup
     queue_depth: int | None  # None while RabbitMQ is unreachable
     last_success: str | None
     lag_seconds: float | None
@@ -76,6 +79,9 @@ async def status(db: DatabaseDep, broker: BrokerDep) -> Status:
             MappingStatus(
                 name=m.name, direction=m.direction.value, depends_on=list(m.depends_on),
                 on_hold=bool(configs.get(m.name) and configs[m.name].on_hold), queue_depth=depths[m.name],
+                available=not (configs.get(m.name) and configs[m.name].unavailable),
+                unavailable_reason=configs[m.name].unavailable if m.name in configs else None,
+                bc_delivery=configs[m.name].bc_delivery if m.name in configs else None,
                 last_success=last.get(m.name), lag_seconds=lag_seconds(m.name), open_errors=errors.get(m.name, 0),
             )
             for m in MAPPINGS
@@ -108,5 +114,18 @@ async def setup(request: Request, settings: SettingsDep, db: DatabaseDep) -> dic
         raise HTTPException(503, "the Business Central and Dataverse connections are not configured")
     try:
         return await run_setup(settings, bc, dv, db)
+    except SetupRefused as exc:
+        raise HTTPException(400, str(exc)) from None
+
+
+@router.get("/setup/check", responses={400: {}, 503: {}})
+async def setup_check(request: Request, db: DatabaseDep) -> dict[str, Any]:
+    """Read-only: the mappings held against both systems' live metadata (unknown or read-only fields, option
+    values, lookups), which mappings setup would keep off and why, and which BC sides it would poll."""
+    bc, dv = getattr(request.app.state, "bc", None), getattr(request.app.state, "dv", None)
+    if bc is None or dv is None:
+        raise HTTPException(503, "the Business Central and Dataverse connections are not configured")
+    try:
+        return await run_check(bc, dv, db)
     except SetupRefused as exc:
         raise HTTPException(400, str(exc)) from None

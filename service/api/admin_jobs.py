@@ -34,7 +34,7 @@ from service.connectors.business_central import BusinessCentralClient
 from service.connectors.dataverse import DataverseClient
 from service.connectors.http import with_query
 from service.logging import get_logger
-from service.store import jobs, locks
+from service.store import jobs, locks, mapping_configs
 from service.store.outbox import utcnow
 from service.subscriptions import keep
 
@@ -142,6 +142,13 @@ def chosen_mappings(body: dict[str, Any], covered: list[str]) -> list[str]:
     return [n for n in covered if n in set(names)]
 
 
+async def unavailable_mappings(db: Any) -> dict[str, str]:
+    """The mappings setup keeps off, with why (a full synchronization leaves them out)."""
+    async with db.session() as session:
+        rows = await mapping_configs.all_configs(session)
+    return {name: row.unavailable for name, row in rows.items() if row.unavailable}
+
+
 def known_mapping(name: str) -> str:
     if name not in BY_NAME:
         raise HTTPException(404, f"unknown mapping {name!r}; mappings: {', '.join(BY_NAME)}")
@@ -168,15 +175,23 @@ async def full_sync_status(request: Request, db: DatabaseDep, review_lines: bool
         run = await jobs.latest_run(session)
         lines = await jobs.run_lines(session, run.id) if run is not None and run.id is not None else []
     out: dict[str, Any] = {"run": _run_json(run, lines) if run is not None else None}
+    unavailable = await unavailable_mappings(db)
     if review_lines:
-        out["review"] = await review(request, db, jobs.full_sync_mappings())
+        out["review"] = await review(request, db, [n for n in jobs.full_sync_mappings() if n not in unavailable])
+    out["unavailable"] = unavailable
     return out
 
 
 @router.post("/full-sync", status_code=202, responses={400: {}, 404: {}, 409: {}}, openapi_extra=MAPPINGS_BODY)
 async def full_sync_start(request: Request, db: DatabaseDep, broker: BrokerDep) -> dict[str, Any]:
     """Start a full synchronization of every mapping (or `{"mappings": [...]}`); 409 while one runs."""
-    names = chosen_mappings(await json_body(request, {"mappings"}), jobs.full_sync_mappings())
+    body = await json_body(request, {"mappings"})
+    unavailable = await unavailable_mappings(db)
+    asked = body.get("mappings")
+    refused = [n for n in asked if isinstance(n, str) and n in unavailable] if isinstance(asked, list) else []
+    if refused:
+        raise HTTPException(409, "; ".join(f"{n} cannot run here: {unavailable[n]}" for n in refused))
+    names = [n for n in chosen_mappings(body, jobs.full_sync_mappings()) if n not in unavailable]
     lines_review = await review(request, db, names)
     owner = uuid.uuid4().hex
     async with db.session() as session:

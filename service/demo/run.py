@@ -12,16 +12,14 @@ from typing import Any
 
 import httpx
 
-from schemas.mappings import bc_resources, dataverse_tables
 from service.broker import broker_from_settings
 from service.connectors.factory import make_clients
 from service.demo.processes import DemoStack
 from service.demo.story import People, Step, run_story, summary
 from service.logging import configure_logging
-from service.registration import register_bc_subscriptions, register_dataverse_webhook
 from service.settings import Settings
-
-MESSAGES = ("Create", "Update", "Delete")
+from service.setup import run_setup
+from service.store.db import Database
 
 
 async def prepare(stack: DemoStack, say: Callable[[str], None]) -> None:
@@ -36,21 +34,26 @@ async def prepare(stack: DemoStack, say: Callable[[str], None]) -> None:
         await queue.purge()  # events of an earlier demo run refer to records this sandbox does not have
     await broker.close()
     bc, dv = make_clients(settings)
-    try:
-        report = await register_bc_subscriptions(
-            bc, f"{stack.api_url}/webhooks/business-central", "demo-client-state", bc_resources())
-        say(f"  Business Central: {len(report.created)} webhook subscriptions created")
-        steps: list[tuple[str, str, list[str] | None]] = [
-            (table, message, None) for table in dataverse_tables() for message in MESSAGES]
-        report = await register_dataverse_webhook(dv, f"{stack.api_url}/webhooks/dataverse", "demo-webhook-key", steps)
-        say(f"  Dataverse: webhook registered with {len(report.created)} steps and images")
+    db = Database(settings.database_url)
+    try:  # what `bcsync setup` does: check the mappings against both systems, register the webhooks
+        report = await run_setup(settings, bc, dv, db)
+        say(f"  Business Central: {len(report['bc_subscriptions']['created'])} webhook subscriptions created")
+        say(f"  Dataverse: webhook registered with {len(report['dataverse_webhook']['created'])} steps and images")
+        for name, found in report["mappings"].items():
+            if not found["available"]:
+                say(f"  {name}: not started ({found['reason']})")
+            elif found["bc_delivery"] == "poll":
+                say(f"  {name}: Business Central cannot notify it; its BC side is polled")
     finally:
         await bc.aclose()
         await dv.aclose()
+        await db.close()
     async with httpx.AsyncClient(timeout=60) as http:
         bc_control = f"http://127.0.0.1:{stack.bc_port}/_sandbox"
         (await http.post(f"{bc_control}/webhooks/settings", json={"notify_delay": 0.3})).raise_for_status()
-        seed = {"customers": 25, "items": 25, "salespeople": 3}
+        # No person contacts: BC's contacts are polled (BC cannot notify them), and the first polls would pick
+        # up freshly seeded ones, writing in Sales during the story's quiet window.
+        seed = {"customers": 25, "items": 25, "salespeople": 3, "contactsPerCustomer": 0}
         (await http.post(f"{bc_control}/seed", json=seed)).raise_for_status()
         dv_control = f"http://127.0.0.1:{stack.dataverse_port}/_sandbox"
         (await http.post(f"{dv_control}/seed", json={"users": 4, "accounts": 10})).raise_for_status()

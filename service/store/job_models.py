@@ -62,7 +62,8 @@ class FullSyncLine(SQLModel, table=True):
 
 class CatchUp(SQLModel, table=True):
     """Catch-up state of one mapping: a watermark per side (the newest source modified time seen) and the
-    schedule. `requested_at` is set by an operator or the subscription keeper to run it now."""
+    schedule. `requested_at` is set by an operator, the subscription keeper or the BC webhook door (entries it
+    had to drop) to run it now. The `poll_*` columns are the BC polling job's (consumers/jobs/poll.py)."""
 
     __tablename__ = "catch_up"
 
@@ -75,6 +76,11 @@ class CatchUp(SQLModel, table=True):
     runs: int = 0
     last_found: int = 0
     last_error: str | None = Field(default=None, max_length=2000)
+    # Polling of a BC side that cannot be subscribed (mapping_config.bc_delivery = "poll").
+    poll_watermark: datetime | None = Field(default=None, sa_column=_utc())
+    polled_at: datetime | None = Field(default=None, sa_column=_utc())
+    polls: int = 0
+    poll_error: str | None = Field(default=None, max_length=2000)
 
 
 class SubscriptionState(SQLModel, table=True):

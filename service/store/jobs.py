@@ -289,6 +289,14 @@ async def save_subscription_state(session: AsyncSession, key: str, **values: Any
     await session.execute(statement)
 
 
+async def forget_subscription_states(session: AsyncSession, keys: Iterable[str]) -> None:
+    """Drop the states of registrations no longer wanted (a BC side now polled, a mapping kept off)."""
+    for key in keys:
+        row = await session.get(SubscriptionState, key)
+        if row is not None:
+            await session.delete(row)
+
+
 async def subscription_states(session: AsyncSession) -> list[SubscriptionState]:
     result = await session.execute(select(SubscriptionState).order_by(col(SubscriptionState.key)))
     return list(result.scalars())

@@ -1,4 +1,5 @@
-"""Stored mapping changes and hold states (`mapping_config`), with every accepted version kept."""
+"""Stored mapping changes and hold states (`mapping_config`), with every accepted version kept; and what
+setup found out about each mapping (whether it can run, how BC's changes reach us)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,25 @@ async def set_hold(session: AsyncSession, mapping: str, on_hold: bool) -> Mappin
     row.updated_at = utcnow()
     await session.flush()
     return row
+
+
+async def set_findings(session: AsyncSession, mapping: str, *, unavailable: str | None,
+                       bc_delivery: str | None) -> MappingConfig:
+    """Setup's findings: why the mapping is kept off (None: it runs), and `push`/`poll`/`none` for BC."""
+    row = await get(session, mapping)
+    row.unavailable = unavailable[:4000] if unavailable else None
+    row.bc_delivery = bc_delivery
+    row.updated_at = utcnow()
+    await session.flush()
+    return row
+
+
+async def set_bc_delivery(session: AsyncSession, mapping: str, bc_delivery: str) -> None:
+    row = await get(session, mapping)
+    if row.bc_delivery != bc_delivery:
+        row.bc_delivery = bc_delivery
+        row.updated_at = utcnow()
+        await session.flush()
 
 
 async def versions(session: AsyncSession, mapping: str) -> list[MappingConfigVersion]:

@@ -121,13 +121,16 @@ class SyncError(SQLModel, table=True):
 
 
 class MappingConfig(SQLModel, table=True):
-    """An operator's changes to a mapping's defaults (JSON), and its hold state."""
+    """An operator's changes to a mapping's defaults (JSON), its hold state, and what setup found out about it."""
 
     __tablename__ = "mapping_config"
 
     mapping: str = Field(primary_key=True, max_length=64)
     config: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     on_hold: bool = False
+    # Set by setup: why the mapping is kept off (its API is not installed, the live schema lacks what it maps).
+    unavailable: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    bc_delivery: str | None = Field(default=None, max_length=8)  # push | poll (BC cannot notify it); None: unknown
     version: int = 1
     updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 

@@ -40,9 +40,6 @@ from tests.harness import ADMIN_TOKEN, CLIENT_STATE, WEBHOOK_KEY, free_port
 Json = dict[str, Any]
 
 BC_SCOPE = "https://api.businesscentral.dynamics.com/.default"
-BC_SETS = ("customers", "contacts", "salespeoplePurchasers", "items", "unitsOfMeasure", "currencies",
-           "salesOrders", "salesInvoices")
-BC_CUSTOM_SETS = ("resources", "customerPriceGroups", "salesPrices")  # api/bcsync/integration/v1.0
 DV_TABLES = ("account", "contact", "systemuser", "product", "uomschedule", "transactioncurrency", "pricelevel",
              "productpricelevel", "salesorder", "salesorderdetail", "invoice", "invoicedetail")
 DV_API = "api/data/v9.2"
@@ -297,6 +294,19 @@ class DvUser:
         params = {k: v for k, v in {"$filter": filter, "$select": select, "$top": top}.items() if v is not None}
         return _check(await self.web_api("GET", entity_set, params=params)).json()["value"]
 
+    async def bind(self, table: str, column: str, entity_set: str, row_id: str) -> Json:
+        """`{"<navigation>@odata.bind": "/<set>(<id>)"}` with the navigation name this org gives `table.column`
+        toward that set's table (read from its metadata, as the service does: the sandbox can spell them
+        in another case)."""
+        target = entity_set.removesuffix("s") if not entity_set.endswith("ies") else entity_set[:-3] + "y"
+        relationships = _check(await self.web_api(
+            "GET", f"EntityDefinitions(LogicalName='{table}')/ManyToOneRelationships",
+            params={"$filter": f"ReferencingAttribute eq '{column}'"})).json()["value"]
+        names = [r["ReferencingEntityNavigationPropertyName"] for r in relationships
+                 if r["ReferencedEntity"] in (target, "owner") or len(relationships) == 1]
+        assert len(names) == 1, f"{table}.{column} → {entity_set}: {relationships}"
+        return {f"{names[0]}@odata.bind": f"/{entity_set}({row_id})"}
+
     async def submit_order(self, order_id: str, *, user: str | None = None) -> None:
         headers = {"x-sandbox-user": user} if user else {}
         _check(await self.http.post(f"{self.base}/salesorders/{order_id}/submit", headers=headers))
@@ -385,6 +395,8 @@ class Stack:
             "BCSYNC_BC_CLIENT_STATE": CLIENT_STATE, "BCSYNC_PUBLIC_URL": self.api_url,
             "BCSYNC_ADMIN_TOKEN": ADMIN_TOKEN, "REQUESTS_CA_BUNDLE": str(self.ca_file),
             "SSL_CERT_FILE": str(self.ca_file), "BCSYNC_WORKER_METRICS_PORT": "0", "BCSYNC_RECONCILE_MINUTES": "0",
+            # BC sides that BC cannot notify (contacts, by default in the sandbox) are polled: every second here.
+            "BCSYNC_BC_POLL_SECONDS": "1", "BCSYNC_JOBS_POLL_SECONDS": "1",
             "PYTHONUNBUFFERED": "1",
         } | (env or {})
         self.http = httpx.AsyncClient(timeout=30.0)
@@ -531,51 +543,14 @@ class Stack:
     def bc_company_path(self) -> str:
         return f"api/v2.0/companies({self.company_id})"
 
-    # ---- webhook registration (until `bcsync setup` exists) --------------------------------
+    # ---- setup: webhook registration and the check against both systems' metadata ----------------
     async def register_webhooks(self) -> Json:
-        """BC subscriptions for every subscribable set and the Dataverse webhook with its steps and images."""
-        return {"bc": await self.register_bc_subscriptions(), "dataverse": await self.register_dataverse_webhook()}
-
-    async def register_bc_subscriptions(self) -> list[str]:
-        resources = [f"companies({self.company_id})/{s}" for s in BC_SETS]
-        resources += [f"api/bcsync/integration/v1.0/companies({self.company_id})/{s}" for s in BC_CUSTOM_SETS]
-        ids = []
-        for resource in resources:  # one at a time: each POST waits for the api's handshake answer
-            response = _check(await self.bc_as_service("POST", "api/v2.0/subscriptions", json={
-                "notificationUrl": f"{self.api_url}/webhooks/business-central", "resource": resource,
-                "clientState": CLIENT_STATE}))
-            ids.append(response.json()["subscriptionId"])
-        return ids
-
-    async def register_dataverse_webhook(self) -> list[str]:
-        endpoint = entity_id(await self.dv_as_service("POST", "serviceendpoints", json={
-            "name": "bcsync", "url": f"{self.api_url}/webhooks/dataverse", "contract": 8, "authtype": 4,
-            "authvalue": WEBHOOK_KEY, "messageformat": 2, "connectionmode": 1, "userclaim": 1}))
-        messages = _check(await self.dv_as_service("GET", "sdkmessages", params={
-            "$filter": "name eq 'Create' or name eq 'Update' or name eq 'Delete'"})).json()["value"]
-        filters: dict[tuple[str, str], str] = {}
-        for message in messages:
-            rows = _check(await self.dv_as_service("GET", "sdkmessagefilters", params={
-                "$filter": f"_sdkmessageid_value eq {message['sdkmessageid']}"})).json()["value"]
-            filters |= {(message["name"], r["primaryobjecttypecode"]): r["sdkmessagefilterid"] for r in rows}
-        message_ids = {m["name"]: m["sdkmessageid"] for m in messages}
-        images = {"Update": (1, "PostImage"), "Delete": (0, "PreImage")}
-
-        async def step(table: str, message: str) -> str:
-            step_id = entity_id(await self.dv_as_service("POST", "sdkmessageprocessingsteps", json={
-                "name": f"bcsync: {message} of {table}", "stage": 40, "mode": 1, "rank": 1,
-                "supporteddeployment": 0, "asyncautodelete": False,
-                "sdkmessageid@odata.bind": f"/sdkmessages({message_ids[message]})",
-                "sdkmessagefilterid@odata.bind": f"/sdkmessagefilters({filters[message, table]})",
-                "eventhandler_serviceendpoint@odata.bind": f"/serviceendpoints({endpoint})"}))
-            if message in images:
-                image_type, alias = images[message]
-                entity_id(await self.dv_as_service("POST", "sdkmessageprocessingstepimages", json={
-                    "name": alias, "entityalias": alias, "imagetype": image_type, "messagepropertyname": "Target",
-                    "sdkmessageprocessingstepid@odata.bind": f"/sdkmessageprocessingsteps({step_id})"}))
-            return step_id
-
-        return list(await asyncio.gather(*(step(t, m) for t in DV_TABLES for m in ("Create", "Update", "Delete"))))
+        """`POST /admin/setup` (what `bcsync setup` does): the mappings checked against both systems' live
+        metadata, BC subscriptions for what BC can notify (the rest is polled), the Dataverse webhook with its
+        steps and images. The setup report."""
+        response = _check(await self.admin("setup", "POST", timeout=120))
+        self.setup_report: Json = dict(response.json())
+        return self.setup_report
 
     # ---- the service side ----------------------------------------------------------------------
     async def metrics(self) -> dict[str, float]:

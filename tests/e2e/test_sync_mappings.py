@@ -10,6 +10,7 @@ survivor does not recreate the deleted record.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -133,20 +134,18 @@ async def test_salespeople_a_sales_user_becomes_a_bc_salesperson(synced: Stack) 
     await stack.dv.delete("systemusers", user)
     await coupling_removed(stack, user, person["id"])
     assert (await stack.bc.get("salespeoplePurchasers", person["id"]))["displayName"] == "Jo Rivera-Diaz"
-    # A salesperson made or changed in BC never becomes a Sales user (the mapping is From CRM only).
-    skipped_before = len(skips(stack, person["id"]))
+    # A salesperson made or changed in BC never becomes a Sales user (the mapping is From CRM only): setup does
+    # not even subscribe to BC's salespeople, and nothing polls them.
+    assert stack.setup_report["mappings"]["SALESPEOPLE"]["bc_delivery"] == "none"
     await stack.bc.patch("salespeoplePurchasers", person["id"], {"displayName": "Jo (left)"})
     local = await stack.bc.create("salespeoplePurchasers", {"code": "LOCAL", "displayName": "Local Only",
                                                              "email": "local@contoso.example"})
-    await stack.wait_until(lambda: len(skips(stack, person["id"])) > skipped_before and skips(stack, local["id"]),
-                           timeout=TIMEOUT, message="BC salespeople changes applied (skipped)")
+    await stack.bc.flush()
+    await asyncio.sleep(3)  # longer than a poll interval of the stack (1 s)
+    assert not stack.change_events("SALESPEOPLE", local["id"])
     users = await stack.dv.query("systemusers", filter="internalemailaddress eq 'local@contoso.example' or "
                                                        "internalemailaddress eq 'jo.rd@contoso.example'")
     assert users == []
-
-
-def skips(stack: Stack, record_id: str) -> list[Json]:
-    return [e for e in stack.worker_log_events("record skipped") if e.get("record_id") == record_id.lower()]
 
 
 # ---- CURRENCY, UNITOFMEASURE (To CRM) ------------------------------------------------------------------------
@@ -287,26 +286,34 @@ async def company_number(stack: Stack, customer_id: str) -> str:
     return str(company["number"])
 
 
-async def test_contact_to_sales_under_the_coupled_account(synced: Stack) -> None:
-    stack = synced
+# BC's contacts are polled by default: Microsoft's documented list of webhook-capable resources does not name them
+# (the sandbox's default reading); with the other reading (BC's source would allow them) they are pushed.
+@pytest.mark.parametrize("webhook_contacts", ["0", "1"], ids=["contacts-polled", "contacts-pushed"])
+async def test_contact_to_sales_under_the_coupled_account(make_stack: StackFactory, webhook_contacts: str) -> None:
+    stack = await make_stack(env={"BCSYNC_SANDBOX_WEBHOOK_CONTACTS": webhook_contacts})
+    setup = await stack.register_webhooks()
+    assert setup["mappings"]["CONTACT"]["bc_delivery"] == ("push" if webhook_contacts == "1" else "poll")
+    status = {m["name"]: m for m in (await stack.admin("status")).json()["mappings"]}
+    assert status["CONTACT"]["bc_delivery"] == setup["mappings"]["CONTACT"]["bc_delivery"]
     customer = await stack.bc.create("customers", {"displayName": "Proseware"})
     account = await settle(stack, dv_one(stack, "accounts", f"accountnumber eq '{customer['number']}'"), {},
                            "account of the contact's company")
     person = await stack.bc.create("contacts", {
         "type": "Person", "displayName": "Lee Van Chen", "companyNumber": await company_number(stack, customer["id"]),
         "email": "lee@proseware.example", "phoneNumber": "+1 555 0110", "mobilePhoneNumber": "+1 555 0111",
-        "jobTitle": "Buyer", "addressLine1": "1 Main St", "addressLine2": "Floor 2", "city": "Redmond",
+        "addressLine1": "1 Main St", "addressLine2": "Floor 2", "city": "Redmond",
         "state": "WA", "postalCode": "98052", "country": "US"})
     contact = await settle(stack, dv_one(stack, "contacts", "emailaddress1 eq 'lee@proseware.example'"), {
         "firstname": "Lee Van", "lastname": "Chen", "telephone1": "+1 555 0110", "mobilephone": "+1 555 0111",
-        "jobtitle": "Buyer", "address1_line1": "1 Main St", "address1_line2": "Floor 2", "address1_city": "Redmond",
+        "address1_line1": "1 Main St", "address1_line2": "Floor 2", "address1_city": "Redmond",
         "address1_stateorprovince": "WA", "address1_postalcode": "98052", "address1_country": "US",
         "_parentcustomerid_value": account["accountid"]}, "contact created")
 
-    await stack.bc.patch("contacts", person["id"], {"displayName": "Lee Chen-Wu", "jobTitle": "Head of Buying",
-                                                    "mobilePhoneNumber": ""})
+    # The Sales job title is the salesperson's own: API v2.0 contacts have none (page 30071 "APIV2 - Contacts").
+    await stack.dv.update("contacts", contact["contactid"], {"jobtitle": "Buyer"})
+    await stack.bc.patch("contacts", person["id"], {"displayName": "Lee Chen-Wu", "mobilePhoneNumber": ""})
     await settle(stack, lambda: stack.dv.get("contacts", contact["contactid"]), {
-        "firstname": "Lee", "lastname": "Chen-Wu", "jobtitle": "Head of Buying", "mobilephone": None,
+        "firstname": "Lee", "lastname": "Chen-Wu", "jobtitle": "Buyer", "mobilephone": None,
         "_parentcustomerid_value": account["accountid"]}, "contact updated")
 
     await stack.bc.delete("contacts", person["id"])
@@ -327,13 +334,14 @@ async def test_contact_from_sales_under_the_coupled_customer(synced: Stack) -> N
     number = await company_number(stack, customer["id"])
     person = await settle(stack, bc_one(stack, "contacts", "email eq 'ana@tailspin.example'"), {
         "type": "Person", "displayName": "Ana Maria Trujillo", "phoneNumber": "+1 555 0100",
-        "mobilePhoneNumber": "+1 555 0101", "jobTitle": "Buyer", "addressLine1": "5 Pier Rd", "city": "Oslo",
+        "mobilePhoneNumber": "+1 555 0101", "addressLine1": "5 Pier Rd", "city": "Oslo",
         "postalCode": "0150", "country": "NO", "companyNumber": number}, "person created")
+    assert "jobTitle" not in person  # API v2.0 contacts have none: the Sales job title stays in Sales
 
     await stack.dv.update("contacts", contact, {"lastname": "Trujillo Diaz", "jobtitle": "Owner",
                                                 "telephone1": "+47 555 0100"})
     await settle(stack, lambda: stack.bc.get("contacts", person["id"]), {
-        "displayName": "Ana Maria Trujillo Diaz", "jobTitle": "Owner", "phoneNumber": "+47 555 0100",
+        "displayName": "Ana Maria Trujillo Diaz", "phoneNumber": "+47 555 0100",
         "companyNumber": number}, "person updated")
 
     await stack.dv.delete("contacts", contact)

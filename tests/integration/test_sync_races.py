@@ -9,6 +9,8 @@ import pytest
 
 from consumers.errors import RecordBusy
 from consumers.lease import Lease
+from schemas.events import ChangeEvent
+from schemas.mappings import BY_NAME
 from service.store import couplings
 from tests.integration.sync_world import World
 
@@ -103,3 +105,33 @@ async def test_a_match_coupled_by_another_run_meanwhile_is_not_taken_over(
         of_a = await couplings.find(session, "CUSTOMER", "dataverse", account_a)
     assert of_c is not None and of_c.dataverse_id == account_b.lower(), "A's run took over C's coupling"
     assert of_a is not None and of_a.bc_id != customer["id"].lower()
+
+
+async def test_a_change_made_while_the_record_is_created_is_applied_again_not_counted_as_synchronized(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A person renames the new product while its create run is still working on it (making it Active, pricing
+    it) and the rule reads it back after that: the coupling keeps what we wrote, and the rename is applied
+    again after the run — it must not count as synchronized and get lost."""
+    await world.human.bc_create("unitsOfMeasure", {"code": "PCS", "displayName": "Piece"})
+    item = await world.human.bc_create("items", {"displayName": "Bike helmet", "unitPrice": 49.5,
+                                                  "baseUnitOfMeasureCode": "PCS"})
+    rule = world.engine.rules["ITEM-PRODUCT"]
+    create = rule.create
+    follow_ups: list[tuple[str, str]] = []
+
+    async def create_then_renamed(toward: str, payload: dict[str, Any]) -> dict[str, Any]:
+        created = await create(toward, payload)
+        await world.human.dv_update("products", created["productid"], {"name": "Bike helmet Pro"})
+        return await world.ctx.dv.get("products", created["productid"]) or created
+
+    async def redrive(mapping: str, event: str) -> None:
+        follow_ups.append((mapping, event))
+
+    monkeypatch.setattr(rule, "create", create_then_renamed)
+    world.engine.redrive = redrive
+    await world.bc_event("ITEM-PRODUCT", "items", item["id"], "created")
+    assert [mapping for mapping, _ in follow_ups] == ["ITEM-PRODUCT"]
+    event = ChangeEvent.model_validate_json(follow_ups[0][1])
+    assert (event.source, event.entity) == ("dataverse", "product")
+    await world.engine.handle(BY_NAME["ITEM-PRODUCT"], event)
+    assert (await world.human.bc_get("items", item["id"]))["displayName"] == "Bike helmet Pro"

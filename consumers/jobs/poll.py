@@ -1,0 +1,86 @@
+"""Polling of the BC side of mappings that BC cannot notify (`mapping_config.bc_delivery` = "poll").
+
+BC sends webhooks only for the resources it lists in `webhookSupportedResources` ("Working with webhooks in
+Dynamics 365 Business Central": `contacts` and `salespeoplePurchasers` are not in its documented list; setup
+asks the live environment and polls what it does not list, or what refuses a subscription). Such a side is
+read every `BCSYNC_BC_POLL_SECONDS` (default 60 s) by `lastModifiedDateTime` from its own watermark minus the
+catch-up overlap (BC sets the time on the server, with variable fractional seconds), and each changed record
+becomes an ordinary change event through the outbox — exactly as the catch-up publishes, and with the same
+dedupe keys, so a record version found by both is published once. A read by modified time sees no deletes:
+every `BCSYNC_BC_POLL_FULL_EVERY`th poll (default 10) also publishes one unfiltered `collection` event, and the
+engine reconciles the whole side (couplings whose record is gone, re-read to be sure, follow the delete
+policy). One worker polls a mapping at a time (lease `job:poll:<mapping>`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from consumers.jobs.catchup import CatchUpJob
+from consumers.rules.base import Rule
+from service.logging import get_logger
+from service.store import jobs, locks
+from service.store.outbox import utcnow
+
+log = get_logger(__name__)
+LEASE_SECONDS = 300.0
+
+
+class PollJob:
+    def __init__(self, catch_up: CatchUpJob) -> None:
+        self.catch_up = catch_up  # its change reader, store and settings
+        self.db = catch_up.db
+        self.interval = catch_up.job_settings.bc_poll_seconds
+        self.full_every = catch_up.job_settings.bc_poll_full_every
+
+    def polled(self) -> list[Rule]:
+        """The rules whose BC side is a source and is polled."""
+        return [rule for rule in self.catch_up.engine.rules.values()
+                if rule.bc_delivery == "poll" and not rule.unavailable and "bc" in rule.catch_up_sides()]
+
+    async def tick(self) -> None:
+        if self.interval <= 0:
+            return
+        now = utcnow()
+        for rule in self.polled():
+            async with self.db.session() as session:
+                state = await jobs.catch_up_state(session, rule.name)
+                due = state.polled_at is None or _aware(state.polled_at) + timedelta(seconds=self.interval) <= now
+            if due:
+                await self.poll(rule)
+
+    async def poll(self, rule: Rule) -> int | None:
+        """One read of the mapping's BC changes; the events published (None: another worker polls it)."""
+        owner, key = uuid.uuid4().hex, f"job:poll:{rule.name}"
+        async with self.db.session() as session:
+            if not await locks.acquire(session, [key], owner, LEASE_SECONDS):
+                return None
+        started = utcnow()
+        try:
+            async with self.db.session() as session:
+                state = await jobs.catch_up_state(session, rule.name)
+                mark, polls = state.poll_watermark, state.polls + 1
+            since = await self.catch_up.since(rule, "bc", mark, self.interval / 60)
+            found, newest = await self.catch_up.publish_changes(rule, "bc", since, f"poll-{rule.name}")
+            if self.full_every and polls % self.full_every == 0:
+                await self.catch_up.full_reconcile(rule, ["bc"], polls)
+            async with self.db.session() as session:
+                state = await jobs.catch_up_state(session, rule.name)
+                state.poll_watermark, state.polled_at, state.polls, state.poll_error = newest, started, polls, None
+            if found:
+                log.info("BC changes polled", mapping=rule.name, events=found)
+            return found
+        except Exception as exc:
+            log.error("BC poll failed", mapping=rule.name, error=str(exc)[:500])
+            async with self.db.session() as session:
+                state = await jobs.catch_up_state(session, rule.name)
+                state.polled_at, state.poll_error = started, f"{type(exc).__name__}: {exc}"[:2000]
+            return None
+        finally:
+            async with self.db.session() as session:
+                await locks.release(session, [key], owner)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

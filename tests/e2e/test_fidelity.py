@@ -1,0 +1,145 @@
+"""Issue 12 acceptance, end to end: the whole flow against the sandbox in each reading of what Microsoft's
+documentation and BC's source leave open — a change on each side of every mapping that can run arrives.
+
+- "documented, no extension": the bcsync BC extension is not installed (its three mappings are kept off and
+  setup says why), option values encoded (`"_x0020_"`), notifications carrying the resource as subscribed,
+  contacts polled (not in Microsoft's list of webhook-capable resources), Dataverse navigation names in lower
+  case, real OperationIds, FulfillSalesOrder unbound;
+- "other readings": the extension installed, option values plain, notification resources without the
+  leading slash, contacts pushed, navigation names in a mixed case *for every lookup* (so no name the code
+  once hard-coded works), an all-zero OperationId, no AsynchronousStepPrimaryName image, FulfillSalesOrder
+  bound to its collection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from tests.e2e.stack import Stack, StackFactory
+
+pytestmark = pytest.mark.e2e
+
+Json = dict[str, Any]
+TIMEOUT = 45.0
+ALEX = "d1f0c2b4-9e8a-4c6d-b7f1-2a3b4c5d6e7f"  # the sandbox's salesperson in Sales
+CUSTOM = {"RESOURCE-PRODUCT", "CUSTPRCGRP-PRICE", "SALESPRC-PRODPRICE"}
+READINGS = {
+    "documented-no-extension": {"BCSYNC_SANDBOX_CUSTOM_API": "0"},
+    "other-readings": {"BCSYNC_SANDBOX_ENUM_STYLE": "plain", "BCSYNC_SANDBOX_NOTIFICATION_RESOURCE": "relative",
+                       "BCSYNC_SANDBOX_WEBHOOK_CONTACTS": "1", "BCSYNC_SANDBOX_NAV_STYLE": "pascal",
+                       "BCSYNC_SANDBOX_ZERO_OPERATION_ID": "1", "BCSYNC_SANDBOX_ASYNC_PRIMARY_NAME_IMAGE": "0",
+                       "BCSYNC_SANDBOX_FULFILL_BINDING": "bound"},
+}
+
+
+async def until(stack: Stack, fetch: Callable[[], Awaitable[Any]], check: Callable[[Any], bool], what: str) -> Any:
+    """Poll `fetch` until `check` holds for what it returns (a row or rows); that value."""
+    async def done() -> Any:
+        value = await fetch()
+        return value if value and check(value) else None
+
+    return await stack.wait_until(done, timeout=TIMEOUT, interval=0.25, message=what)
+
+
+async def one(stack: Stack, system: str, entity_set: str, filter_: str, what: str,
+              check: Callable[[Json], bool] = lambda _: True) -> Json:
+    query = stack.bc.query if system == "bc" else stack.dv.query
+    rows = await until(stack, lambda: query(entity_set, filter=filter_), lambda r: len(r) == 1 and check(r[0]), what)
+    return dict(rows[0])
+
+
+@pytest.mark.parametrize("reading", list(READINGS))
+async def test_every_mapping_that_can_run_carries_a_change_each_way(make_stack: StackFactory, reading: str) -> None:
+    stack = await make_stack(env=READINGS[reading])
+    setup = await stack.register_webhooks()
+    status = {m["name"]: m for m in (await stack.admin("status")).json()["mappings"]}
+    if reading == "documented-no-extension":
+        assert set(setup["check"]["unavailable"]) == CUSTOM, setup["check"]
+        for name in CUSTOM:
+            assert "api/bcsync/integration/v1.0 is not installed" in setup["mappings"][name]["reason"]
+            assert not status[name]["available"] and "not installed" in status[name]["unavailable_reason"]
+        assert not any("bcsync/integration" in r for r in setup["bc_subscriptions"]["created"])
+        assert status["CONTACT"]["bc_delivery"] == "poll"
+    else:
+        assert setup["check"]["ok"] and status["CONTACT"]["bc_delivery"] == "push"
+    assert all(status[n]["available"] for n in status if n not in CUSTOM)
+    dv, bc = stack.dv, stack.bc
+
+    # SALESPEOPLE (From CRM): a Sales user becomes a BC salesperson.
+    user = await dv.create("systemusers", {"firstname": "Jo", "lastname": "Rivera", "islicensed": True,
+                                           "internalemailaddress": "jo@contoso.example", "isdisabled": False})
+    await one(stack, "bc", "salespeoplePurchasers", "email eq 'jo@contoso.example'", "salesperson from a Sales user")
+
+    # CURRENCY and UNITOFMEASURE (To CRM).
+    await bc.create("currencies", {"code": "NOK", "displayName": "Norwegian Krone", "symbol": "kr"})
+    await one(stack, "dv", "transactioncurrencies", "isocurrencycode eq 'NOK'", "currency")
+    await bc.create("unitsOfMeasure", {"code": "PCS", "displayName": "Piece"})
+    group = await one(stack, "dv", "uomschedules", "name eq 'PCS'", "unit group")
+
+    # ITEM-PRODUCT: an item becomes an Active product in its unit group (lookups named as the org names them);
+    # the product's name comes back to BC.
+    item = await bc.create("items", {"displayName": "Bike helmet", "unitPrice": 49.5, "baseUnitOfMeasureCode": "PCS"})
+    product = await one(stack, "dv", "products", f"productnumber eq '{item['number']}'", "product from an item",
+                        lambda p: p["statecode"] == 0 and p["_defaultuomscheduleid_value"] == group["uomscheduleid"])
+    await dv.update("products", product["productid"], {"name": "Bike helmet Pro"})
+    await until(stack, lambda: bc.get("items", item["id"]), lambda i: i["displayName"] == "Bike helmet Pro",
+                "item renamed from Sales")
+
+    # CUSTOMER from BC: a customer that is not blocked (its blank option as BC writes it) becomes an account.
+    customer = await bc.create("customers", {"displayName": "Contoso Cycles", "phoneNumber": "+1 425 555 0100"})
+    assert customer["blocked"] in ("_x0020_", " ")
+    await one(stack, "dv", "accounts", f"accountnumber eq '{customer['number']}'", "account from a BC customer",
+              lambda a: a["telephone1"] == "+1 425 555 0100")
+
+    # CUSTOMER from Sales: the account owned by the salesperson becomes a customer; the number BC assigns
+    # comes back to the account.
+    owner = await dv.bind("account", "ownerid", "systemusers", ALEX)
+    account = await dv.create("accounts", {"name": "Fabrikam Bikes", "customertypecode": 3, **owner})
+    created = await one(stack, "bc", "customers", "displayName eq 'Fabrikam Bikes'", "customer from an account",
+                        lambda c: bool(c["salespersonCode"]))
+    await until(stack, lambda: dv.get("accounts", account), lambda a: a["accountnumber"] == created["number"],
+                "the BC customer number on the account")
+
+    # CONTACT both ways: a Sales contact under the account becomes a BC person of the customer's company (its
+    # company contact found among the customer's contactsInformation, which lists its persons too) ...
+    parent = await dv.bind("contact", "parentcustomerid", "accounts", account)
+    contact = await dv.create("contacts", {"firstname": "Ana", "lastname": "Trujillo",
+                                           "emailaddress1": "ana@fabrikam.example", **parent})
+    person = await one(stack, "bc", "contacts", "email eq 'ana@fabrikam.example'", "BC person from a Sales contact",
+                       lambda p: p["type"] == "Person" and bool(p["companyNumber"]))
+    # ... and a change of the person in BC reaches Sales (pushed or polled, as setup found out).
+    await bc.patch("contacts", person["id"], {"displayName": "Ana Trujillo Diaz"})
+    await until(stack, lambda: dv.get("contacts", contact), lambda c: c["lastname"] == "Diaz",
+                "the BC person's new name in Sales")
+
+    # SALESORDER-ORDER: a submitted Sales order becomes a BC order with its line; BC ships it: Fulfilled.
+    order = await dv.create("salesorders", {"name": "PO-FIDELITY", **await dv.bind("salesorder", "customerid",
+                                                                                   "accounts", account)})
+    await dv.create("salesorderdetails", {
+        **await dv.bind("salesorderdetail", "salesorderid", "salesorders", order),
+        **await dv.bind("salesorderdetail", "productid", "products", product["productid"]),
+        **await dv.bind("salesorderdetail", "uomid", "uoms", product["_defaultuomid_value"]),
+        "lineitemnumber": 1, "quantity": 2, "priceperunit": 49.5})
+    await dv.submit_order(order)
+    bc_order = await one(stack, "bc", "salesOrders", "externalDocumentNumber eq 'PO-FIDELITY'", "BC order")
+    lines = await bc.query("salesOrderLines", f"documentId eq {bc_order['id']}")
+    assert [(line["lineType"], line["itemId"], line["quantity"]) for line in lines] == [("Item", item["id"], 2)]
+    await bc.ship(bc_order["id"])
+    await until(stack, lambda: dv.get("salesorders", order), lambda o: (o["statecode"], o["statuscode"]) == (3, 100001),
+                "Sales order Fulfilled")
+
+    # POSTEDSALESINV-INV: BC posts the order; the invoice appears in Sales with its line, the order Invoiced.
+    await bc.post_order(bc_order["id"])
+    [posted] = await bc.query("salesInvoices", f"orderId eq {bc_order['id']}")
+    invoice = await one(stack, "dv", "invoices", f"invoicenumber eq '{posted['number']}'", "Sales invoice",
+                        lambda i: i["_salesorderid_value"] == order)
+    details = await dv.query("invoicedetails", f"_invoiceid_value eq {invoice['invoiceid']}")
+    assert [(d["_productid_value"], d["quantity"]) for d in details] == [(product["productid"], 2)]
+    await until(stack, lambda: dv.get("salesorders", order), lambda o: (o["statecode"], o["statuscode"]) == (4, 100003),
+                "Sales order Invoiced")
+    errors = (await stack.admin("errors")).json()
+    assert not [e for e in (errors if isinstance(errors, list) else errors.get("errors", [])) if e["state"] != "resolved"]
+    assert user
