@@ -281,16 +281,26 @@ class SyncEngine:
             if not candidates:
                 written = await rule.values(other, record, creating=True)
                 created = await rule.create(other, written)
-                record = await self._give_back(rule, side, record, other, created)
                 # A rule's create may read the new record again after follow-up writes (a product made Active,
                 # priced): by then a person may have changed it. The coupling must hold what *we* wrote, and a
                 # difference must still reach the source — else that change would count as synchronized.
                 moved = sorted(k for k, v in written.items() if k in created and not _holds(created, k, v))
-                other_hash: str | bool = True
+                other_hash: str | None = digest(await rule.values(side, created))
                 if moved:  # (or only spelled otherwise: the LCY code for a blank currency)
-                    other_hash = digest(await rule.values(side, {**created, **written}))
-                    moved = moved if digest(await rule.values(side, created)) != other_hash else []
+                    ours = digest(await rule.values(side, {**created, **written}))
+                    moved, other_hash = (moved if ours != other_hash else []), ours
                 coupling = await self._save(rule, side, record, other, created, source_hash, other_hash=other_hash)
+                try:  # coupled first: whatever happens now, the new record is never created twice
+                    given = await self._give_back(rule, side, record, other, created)
+                except (SyncFailure, ApiError, Skip) as exc:
+                    log.warning("values assigned by the other side not written back; applied again",
+                                mapping=rule.name, side=side, record_id=record_id, error=str(exc)[:300])
+                    moved = moved or ["(assigned values)"]  # the other side is news again
+                    coupling = await self._save(rule, side, record, other, created, source_hash, other_hash=None)
+                else:
+                    if given is not record:  # the source's new modified time, for the catch-up
+                        coupling = await self._save(rule, side, given, other, created, source_hash,
+                                                    other_hash=other_hash)
                 if moved:
                     await self._follow_up(rule, other, _id(coupling, other), moved)
                 return Applied("inserted", direction, _id(coupling, other), source_modified, coupling)

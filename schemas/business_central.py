@@ -91,4 +91,5 @@ class Notification(BaseModel):
 class NotificationBatch(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    value: list[Notification] = Field(max_length=10_000)
+    # What the door documents (its OpenAPI schema); the door itself reads up to 20,000 and catches up the rest.
+    value: list[Notification] = Field(max_length=20_000)

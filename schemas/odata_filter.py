@@ -62,12 +62,19 @@ def _text(text: str) -> str:
     return decode_name(text).strip().lower()
 
 
-def fields(text: str | None) -> list[str]:
-    """The field names a filter compares (raises FilterError when it cannot be read)."""
+def comparisons(text: str | None) -> list[tuple[str, str, Any]]:
+    """(field, operator, literal) of every comparison in a filter (raises FilterError when it cannot be read)."""
     if not text or not text.strip():
         return []
+    validate(text)
     tokens = _tokens(text)
-    return list(dict.fromkeys(tokens[i - 1] for i, token in enumerate(tokens) if token in _OPS and i > 0))
+    return [(tokens[i - 1], token, _literal(tokens[i + 1])) for i, token in enumerate(tokens)
+            if token in _OPS and 0 < i < len(tokens) - 1]
+
+
+def fields(text: str | None) -> list[str]:
+    """The field names a filter compares (raises FilterError when it cannot be read)."""
+    return list(dict.fromkeys(field for field, _, _ in comparisons(text)))
 
 
 def validate(text: str) -> None:

@@ -111,7 +111,7 @@ def setup(check: Annotated[bool, typer.Option("--check", help="only report what 
     for warning in findings.get("warnings", []):
         typer.echo(f"warning: {warning}")
     if check:
-        typer.echo("check done: nothing was written")
+        typer.echo("check done: nothing was written to Business Central or Dataverse")
     else:
         typer.echo("setup changed nothing: everything was in place" if not report["changed"] else "setup done")
 

@@ -136,6 +136,8 @@ async def register_bc_subscriptions(bc: BusinessCentralClient, notification_url:
             report.failed.append(f"{resource}: {exc.status} {exc.code}")
             if 400 <= exc.status < 500 and exc.status not in (401, 403, 408, 429):
                 report.refused.append(resource)
+    if not (report.created or report.kept or report.renewed):
+        report.refused = []  # nothing got through (a handshake that fails, BC away): that says nothing of a resource
     log.info("bc subscriptions registered", created=len(report.created), kept=len(report.kept),
              renewed=len(report.renewed), removed=len(report.removed), failed=report.failed)
     return report

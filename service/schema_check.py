@@ -20,7 +20,7 @@ from typing import Any
 
 from schemas.bc_metadata import EntitySets, FieldShape, MetadataError, decode_name, parse
 from schemas.mappings import BY_NAME, CUSTOM_API, OPTION_MAPS, Direction, FieldMap, TableMapping
-from schemas.odata_filter import FilterError, fields
+from schemas.odata_filter import FilterError, comparisons
 from service.connectors.business_central import BusinessCentralClient
 from service.connectors.dataverse import DataverseClient
 from service.connectors.http import ApiError, NotFound
@@ -192,9 +192,19 @@ def _check_bc(mapping: TableMapping, route: BcRoute, findings: MappingFindings) 
         elif known.read_only and field_map.direction in TOWARD_BC:
             findings.problems.append(f"{where}.{field_map.bc} is read-only, but the field pair writes it "
                                      f"({field_map.direction.value}): {_switch_off(mapping, field_map)}")
-    for name in _filter_fields(mapping.bc_filter, findings, "bc_filter"):
+    for name, _, literal in _filter_comparisons(mapping.bc_filter, findings, "bc_filter"):
         if name not in shape:
             findings.problems.append(f"{where} has no field {name}, which the mapping's bc_filter compares")
+        elif isinstance(literal, str):  # an option compared with a value it does not have excludes everything
+            _check_bc_value(where, shape[name], name, literal, "bc_filter", findings)
+    for field_map in mapping.fields:
+        kind, _, name = (field_map.transform or "").partition(":")
+        members = shape[field_map.bc].members if field_map.bc in shape else None
+        if kind == "option" and members is not None:
+            unknown = sorted(set(OPTION_MAPS[name]) - {m.strip() for m in members})
+            if unknown:
+                findings.warnings.append(f"{where}.{field_map.bc} has no option {', '.join(map(repr, unknown))} "
+                                         f"of the {field_map.bc} → {field_map.dataverse} values")
     for name, value in mapping.bc_template:
         _check_bc_value(where, shape.get(name), name, value, "bc_template", findings)
     for bc_field, _ in mapping.match_keys:
@@ -257,7 +267,7 @@ async def _check_dataverse(dv: DataverseClient, mapping: TableMapping, tables: d
             if field_map.transform and field_map.transform.startswith("option:") and toward:
                 for choice in sorted(set(OPTION_MAPS[field_map.transform.partition(":")[2]].values())):
                     options.append((field_map.dataverse, choice, f"the {field_map.bc} → {field_map.dataverse} values"))
-        for name in _filter_fields(mapping.dataverse_filter, findings, "dataverse_filter"):
+        for name, _, _ in _filter_comparisons(mapping.dataverse_filter, findings, "dataverse_filter"):
             if name not in table.columns and name.removeprefix("_").removesuffix("_value") not in table.columns:
                 findings.problems.append(f"{where} has no column {name}, which the mapping's dataverse_filter compares")
         for name, value in mapping.dataverse_template:
@@ -315,9 +325,9 @@ async def _check_options(dv: DataverseClient, table: str, wanted: list[tuple[str
 
 # ---- helpers --------------------------------------------------------------------------------------------------
 
-def _filter_fields(text: str | None, findings: MappingFindings, what: str) -> list[str]:
+def _filter_comparisons(text: str | None, findings: MappingFindings, what: str) -> list[tuple[str, str, Any]]:
     try:
-        return fields(text)
+        return comparisons(text)
     except FilterError as exc:
         findings.problems.append(f"the mapping's {what} cannot be read: {exc}")
         return []

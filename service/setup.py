@@ -13,16 +13,16 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.mapping_config import effective
-from schemas.mappings import MAPPINGS, TableMapping, bc_resources, dataverse_tables
+from schemas.mappings import MAPPINGS, TableMapping
 from service.connectors.business_central import BusinessCentralClient
 from service.connectors.dataverse import DataverseClient
 from service.connectors.http import ApiError
-from service.registration import bc_resource, register_bc_subscriptions, register_dataverse_webhook
+from service.registration import register_bc_subscriptions, register_dataverse_webhook
 from service.schema_check import CheckReport, check
 from service.settings import Settings
 from service.store import mapping_configs
 from service.store.db import Database
-from service.subscriptions import MESSAGES, urls
+from service.subscriptions import Plan, refused_mappings, urls
 
 NON_INTERACTIVE = 4  # systemuser.accessmode of application users
 
@@ -87,16 +87,32 @@ async def run_setup(settings: Settings, bc: BusinessCentralClient, dv: Dataverse
     report["mappings_seeded"] = seeded
     mappings = await configured_mappings(db)
     findings = await check(bc, dv, mappings)
+    # Stored before anything is registered: the first webhooks of a mapping that starts now find it running.
+    changed = await _store(db, findings) or bool(seeded)
     running = [m for m in mappings if findings.mappings[m.name].available]
-    pushed = [m for m in running if findings.mappings[m.name].bc_delivery == "push"]
+    wanted = Plan(running, [m for m in running if findings.mappings[m.name].bc_delivery == "push"])
     bc_url, dv_url = urls(settings)
     assert settings.bc_client_state and settings.dataverse_webhook_key
     subscriptions = await register_bc_subscriptions(bc, bc_url, settings.bc_client_state.get_secret_value(),
-                                                    bc_resources(pushed))
-    _poll_refused(findings, bc.company_id, pushed, subscriptions.refused)
-    steps: list[tuple[str, str, list[str] | None]] = [(t, m, None) for t in dataverse_tables(running) for m in MESSAGES]
-    webhook = await register_dataverse_webhook(dv, dv_url, settings.dataverse_webhook_key.get_secret_value(), steps)
-    changed = bool(seeded or subscriptions.changed or webhook.changed)
+                                                    wanted.bc_resources())
+    if findings.webhook_resources is None:  # BC did not say what it can notify: a refusal says it cannot
+        for mapping in refused_mappings(bc.company_id, wanted.pushed, subscriptions.refused):
+            found = findings.mappings[mapping.name]
+            found.bc_delivery = "poll"
+            found.warnings.append("Business Central refused its subscription: its BC side is polled")
+        changed = await _store(db, findings) or changed
+    webhook = await register_dataverse_webhook(dv, dv_url, settings.dataverse_webhook_key.get_secret_value(),
+                                               wanted.dataverse_steps())
+    changed = changed or subscriptions.changed or webhook.changed
+    return {**report, "check": findings.json(), "bc_subscriptions": vars(subscriptions),
+            "dataverse_webhook": vars(webhook), "changed": changed,
+            "mappings": {n: {"available": f.available, "reason": f.reason, "bc_delivery": f.bc_delivery}
+                         for n, f in findings.mappings.items()}}
+
+
+async def _store(db: Database, findings: CheckReport) -> bool:
+    """Setup's findings per mapping (kept off and why; push, poll or none); whether anything changed."""
+    changed = False
     async with db.session() as session:
         rows = await mapping_configs.all_configs(session)
         for name, found in findings.mappings.items():
@@ -105,16 +121,4 @@ async def run_setup(settings: Settings, bc: BusinessCentralClient, dv: Dataverse
                 changed = True
                 await mapping_configs.set_findings(session, name, unavailable=found.reason,
                                                    bc_delivery=found.bc_delivery)
-    return {**report, "check": findings.json(), "bc_subscriptions": vars(subscriptions),
-            "dataverse_webhook": vars(webhook), "changed": changed,
-            "mappings": {n: {"available": f.available, "reason": f.reason, "bc_delivery": f.bc_delivery}
-                         for n, f in findings.mappings.items()}}
-
-
-def _poll_refused(findings: CheckReport, company_id: str, pushed: list[TableMapping], refused: list[str]) -> None:
-    """A mapping whose BC subscription BC refused is polled instead."""
-    for mapping in pushed:
-        if any(bc_resource(company_id, mapping.bc_api, e) in refused for e in mapping.bc_entities):
-            found = findings.mappings[mapping.name]
-            found.bc_delivery = "poll"
-            found.warnings.append("Business Central refused its subscription: its BC side is polled")
+    return changed

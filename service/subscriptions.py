@@ -23,6 +23,7 @@ from service.connectors.dataverse import DataverseClient
 from service.connectors.http import NotFound
 from service.logging import get_logger
 from service.registration import (
+    MESSAGES,
     RegistrationReport,
     bc_resource,
     register_bc_subscriptions,
@@ -35,7 +36,6 @@ from service.store.db import Database
 
 log = get_logger(__name__)
 
-MESSAGES = ("Create", "Update", "Delete")
 WEBHOOK_NAME = "bcsync"
 
 
@@ -45,6 +45,7 @@ class Plan:
 
     running: list[TableMapping]
     pushed: list[TableMapping]
+    undecided: list[str] = field(default_factory=list)  # pushed before setup decided push or poll
 
     def bc_resources(self) -> list[tuple[str, str]]:
         return bc_resources(self.pushed)
@@ -53,10 +54,17 @@ class Plan:
         return [(table, message, None) for table in dataverse_tables(self.running) for message in MESSAGES]
 
 
+def refused_mappings(company_id: str, pushed: list[TableMapping], refused: list[str]) -> list[TableMapping]:
+    """The pushed mappings one of whose BC resources BC refused to subscribe (while others got through)."""
+    keys = {same_resource(r) for r in refused}
+    return [m for m in pushed
+            if any(same_resource(bc_resource(company_id, m.bc_api, e)) in keys for e in m.bc_entities)]
+
+
 async def plan(db: Database) -> Plan:
     async with db.session() as session:
         rows = await mapping_configs.all_configs(session)
-    running, pushed = [], []
+    running, pushed, undecided = [], [], []
     for mapping in MAPPINGS:
         row = rows.get(mapping.name)
         if row is not None and row.unavailable:
@@ -65,15 +73,14 @@ async def plan(db: Database) -> Plan:
         running.append(configured)
         if configured.bc_is_source and (row is None or row.bc_delivery in (None, "push")):
             pushed.append(configured)
-    return Plan(running, pushed)
+            if row is None or row.bc_delivery is None:
+                undecided.append(configured.name)
+    return Plan(running, pushed, undecided)
 
 
 def urls(settings: Settings) -> tuple[str, str]:
     public = str(settings.public_url).rstrip("/")
     return f"{public}/webhooks/business-central", f"{public}/webhooks/dataverse"
-
-
-normalized = same_resource
 
 
 def _parse(value: Any) -> datetime | None:
@@ -108,7 +115,7 @@ async def our_bc_subscriptions(bc: BusinessCentralClient, notification_url: str,
             continue
         for sub in subscriptions:
             if sub.get("notificationUrl") == notification_url:
-                found.setdefault(normalized(str(sub.get("resource", ""))), sub)
+                found.setdefault(same_resource(str(sub.get("resource", ""))), sub)
     return found
 
 
@@ -133,7 +140,7 @@ async def keep(settings: Settings, db: Database, bc: BusinessCentralClient, dv: 
     wanted_plan = await plan(db)
     resources = wanted_plan.bc_resources()
     # ---- Business Central
-    wanted = {normalized(bc_resource(bc.company_id, api, name)): (api, name) for api, name in resources}
+    wanted = {same_resource(bc_resource(bc.company_id, api, name)): (api, name) for api, name in resources}
     try:
         bc_report = await register_bc_subscriptions(bc, bc_url, settings.bc_client_state.get_secret_value(),
                                                     resources)
@@ -148,9 +155,9 @@ async def keep(settings: Settings, db: Database, bc: BusinessCentralClient, dv: 
                                                        status="failed", last_check=now, error=str(exc)[:2000])
         bc_report, listed = RegistrationReport(), {}
     else:
-        failures = {normalized(f.split(": ", 1)[0]): f for f in bc_report.failed}
-        created = {normalized(r) for r in bc_report.created}
-        renewed = {normalized(r) for r in bc_report.renewed}
+        failures = {same_resource(f.split(": ", 1)[0]): f for f in bc_report.failed}
+        created = {same_resource(r) for r in bc_report.created}
+        renewed = {same_resource(r) for r in bc_report.renewed}
         async with db.session() as session:
             await jobs.forget_subscription_states(
                 session, [k for k in known if k.startswith("bc:") and k.removeprefix("bc:") not in wanted])
@@ -168,10 +175,10 @@ async def keep(settings: Settings, db: Database, bc: BusinessCentralClient, dv: 
                 if status == "created" and f"bc:{key}" in known:
                     report.recreated.append(key)
                     affected.update(m.name for m in MAPPINGS if entity_set in m.bc_entities)
-            refused = {normalized(r) for r in bc_report.refused}
-            for mapping in wanted_plan.pushed:  # BC refused the subscription: poll this side from now on
-                if any(normalized(bc_resource(bc.company_id, mapping.bc_api, e)) in refused
-                       for e in mapping.bc_entities):
+            # BC refused the subscription of a side setup has not decided on (the keeper ran first): poll it. A
+            # side setup found BC can notify stays pushed; its failure is retried by the next pass.
+            for mapping in refused_mappings(bc.company_id, wanted_plan.pushed, bc_report.refused):
+                if mapping.name in wanted_plan.undecided:
                     await mapping_configs.set_bc_delivery(session, mapping.name, "poll")
                     log.warning("BC refused a subscription; polling instead", mapping=mapping.name)
     # ---- Dataverse

@@ -49,10 +49,12 @@ class CatchUpJob:
         for name in jobs.catch_up_mappings():
             state = states.get(name)
             if name in self.engine.rules and self.engine.rules[name].unavailable:
+                if state is not None and state.requested_at is not None:  # (e.g. asked for by the BC door)
+                    await self._not_run(name, f"{name} cannot run here: {self.engine.rules[name].unavailable}")
                 continue  # setup keeps it off
             if name not in self.engine.rules:
                 if state is not None and state.requested_at is not None:
-                    await self._no_rule(name)
+                    await self._not_run(name, f"{name} has no sync rule in this worker: nothing to catch up")
                 continue
             minutes = jobs.reconcile_minutes(configs[name], self.settings.reconcile_minutes)
             requested = state is not None and state.requested_at is not None
@@ -61,11 +63,12 @@ class CatchUpJob:
             if requested or scheduled:
                 await self.run_mapping(name, minutes)
 
-    async def _no_rule(self, name: str) -> None:
+    async def _not_run(self, name: str, why: str) -> None:
+        """A requested catch-up that will not run: cleared, with the reason to show."""
         async with self.db.session() as session:
             state = await jobs.catch_up_state(session, name)
             state.requested_at = None
-            state.last_error = f"{name} has no sync rule in this worker: nothing to catch up"
+            state.last_error = why[:2000]
 
     async def run_mapping(self, name: str, minutes: float | None = None) -> int | None:
         """One catch-up of one mapping; the number of events published (None: another worker runs it)."""
@@ -93,7 +96,7 @@ class CatchUpJob:
             every = self.job_settings.full_reconcile_every
             full = bool(every) and runs % every == 0
             if full:
-                await self.full_reconcile(rule, sides, runs)
+                await self._full_reconcile(rule, sides, runs)
             async with self.db.session() as session:
                 state = await jobs.catch_up_state(session, name)
                 state.bc_watermark, state.dataverse_watermark = marks["bc"], marks["dataverse"]
@@ -165,7 +168,7 @@ class CatchUpJob:
             new = await outbox.store_events(session, events)
         return sum(new)
 
-    async def full_reconcile(self, rule: Rule, sides: list[str], run: int) -> None:
+    async def _full_reconcile(self, rule: Rule, sides: list[str], run: int) -> None:
         events = [ChangeEvent(
             source=SOURCE_OF_SIDE[side], entity=entity_of(rule, side), change_type="collection",
             occurred_at=utcnow(), dedupe_key=f"catchup-full:{rule.name}:{side}:{run}:{uuid.uuid4().hex}",

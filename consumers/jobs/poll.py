@@ -7,9 +7,10 @@ read every `BCSYNC_BC_POLL_SECONDS` (default 60 s) by `lastModifiedDateTime` fro
 catch-up overlap (BC sets the time on the server, with variable fractional seconds), and each changed record
 becomes an ordinary change event through the outbox — exactly as the catch-up publishes, and with the same
 dedupe keys, so a record version found by both is published once. A read by modified time sees no deletes:
-every `BCSYNC_BC_POLL_FULL_EVERY`th poll (default 10) also publishes one unfiltered `collection` event, and the
-engine reconciles the whole side (couplings whose record is gone, re-read to be sure, follow the delete
-policy). One worker polls a mapping at a time (lease `job:poll:<mapping>`).
+every `BCSYNC_BC_POLL_FULL_EVERY`th poll (default 10) also lists the side's ids only (`$select=id`, pages of
+20,000: a request or two) and publishes an event for each coupled record missing from the list — coupled
+before the listing began — which the engine reads again: gone (404), the delete policy runs. One worker polls
+a mapping at a time (lease `job:poll:<mapping>`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from consumers.jobs.catchup import CatchUpJob
+from consumers.jobs.common import record_event
 from consumers.rules.base import Rule
 from service.logging import get_logger
-from service.store import jobs, locks
+from service.store import couplings, jobs, locks, outbox
 from service.store.outbox import utcnow
 
 log = get_logger(__name__)
@@ -37,7 +39,7 @@ class PollJob:
     def polled(self) -> list[Rule]:
         """The rules whose BC side is a source and is polled."""
         return [rule for rule in self.catch_up.engine.rules.values()
-                if rule.bc_delivery == "poll" and not rule.unavailable and "bc" in rule.catch_up_sides()]
+                if rule.bc_delivery == "poll" and not rule.unavailable and rule.mapping.bc_is_source]
 
     async def tick(self) -> None:
         if self.interval <= 0:
@@ -64,7 +66,7 @@ class PollJob:
             since = await self.catch_up.since(rule, "bc", mark, self.interval / 60)
             found, newest = await self.catch_up.publish_changes(rule, "bc", since, f"poll-{rule.name}")
             if self.full_every and polls % self.full_every == 0:
-                await self.catch_up.full_reconcile(rule, ["bc"], polls)
+                found += await self.find_deletes(rule)
             async with self.db.session() as session:
                 state = await jobs.catch_up_state(session, rule.name)
                 state.poll_watermark, state.polled_at, state.polls, state.poll_error = newest, started, polls, None
@@ -80,6 +82,29 @@ class PollJob:
         finally:
             async with self.db.session() as session:
                 await locks.release(session, [key], owner)
+
+
+    async def find_deletes(self, rule: Rule) -> int:
+        """Events for the coupled BC records the side no longer lists (the engine confirms each by reading it)."""
+        started = utcnow()
+        mapping = rule.mapping
+        present = {str(row["id"]).lower() async for row in rule.ctx.bc.list(
+            mapping.bc_entity, api=mapping.bc_api, select=["id"], page_size=20000)}
+        events, after = [], 0
+        while True:
+            async with self.db.session() as session:
+                batch = await couplings.list_for(session, rule.name, limit=500, after_id=after)
+            if not batch:
+                break
+            after = batch[-1].id or after
+            events += [record_event(rule, "bc", c.bc_id, dedupe_key=f"gone:{rule.name}:{c.bc_id}:{started.isoformat()}",
+                                    correlation_id=f"poll-{rule.name}")
+                       for c in batch if c.bc_id.lower() not in present and _aware(c.created_at) < started]
+        if events:
+            async with self.db.session() as session:
+                await outbox.store_events(session, events)
+            log.info("coupled BC records no longer listed; checking them", mapping=rule.name, records=len(events))
+        return len(events)
 
 
 def _aware(moment: datetime) -> datetime:

@@ -8,11 +8,15 @@ by their column's name (`ownerid@odata.bind`); the Dataverse client names them a
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from consumers.errors import MissingDependency, Skip
 from consumers.rules.context import SyncContext, odata_text
+from service.logging import get_logger
 from service.store import couplings
+
+log = get_logger(__name__)
 
 
 async def coupled_id(ctx: SyncContext, mapping: str, side: str, record_id: str) -> str | None:
@@ -59,7 +63,7 @@ async def _bc_by_code(ctx: SyncContext, entity_set: str, code: str, what: str, m
 # --- toward Dataverse -------------------------------------------------------------------------------------------
 
 async def currency_to_dataverse(ctx: SyncContext, code: str) -> dict[str, Any]:
-    if not code or code.upper() == ctx.local_currency.upper():
+    if not bc_currency(ctx, code):  # blank, or the LCY code BC shows for it
         base = await base_currency_id(ctx)
         return {"transactioncurrencyid@odata.bind": f"/transactioncurrencies({base})"} if base else {}
     currency = await _bc_by_code(ctx, "currencies", code, "currency", "CURRENCY")
@@ -109,10 +113,27 @@ async def company_contact(ctx: SyncContext, customer_id: str) -> dict[str, Any] 
     return None
 
 
+COMPANY_CACHE_SECONDS = 300.0  # a company contact stands for the same customer for long: remembered a while
+
+
 async def customer_of_company(ctx: SyncContext, company_number: str) -> str | None:
     """The id of the customer whose company contact has this number. BC keeps a customer's company contact
     named as the customer (its business relation), so the candidates are the customers of that name, each
-    confirmed by its contact information."""
+    confirmed by its contact information. Found ones are remembered for a few minutes (3+ requests each)."""
+    known: dict[str, tuple[str, float]] = ctx.cache.setdefault("customer_of_company", {})
+    cached = known.get(company_number)
+    if cached is not None and time.monotonic() - cached[1] < COMPANY_CACHE_SECONDS:
+        return cached[0]
+    customer_id = await _customer_of_company(ctx, company_number)
+    if customer_id is None:
+        log.warning("no customer found for a company contact (by its name, confirmed by contactsInformation)",
+                    company_number=company_number)
+    else:
+        known[company_number] = (customer_id, time.monotonic())
+    return customer_id
+
+
+async def _customer_of_company(ctx: SyncContext, company_number: str) -> str | None:
     company = await _first_bc(ctx, "contacts", f"number eq {odata_text(company_number)}")
     if company is None or not company.get("displayName"):
         return None

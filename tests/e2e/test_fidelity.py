@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.stack import Stack, StackFactory
+from tests.harness import CLIENT_STATE
 
 pytestmark = pytest.mark.e2e
 
@@ -69,7 +70,7 @@ async def test_every_mapping_that_can_run_carries_a_change_each_way(make_stack: 
     dv, bc = stack.dv, stack.bc
 
     # SALESPEOPLE (From CRM): a Sales user becomes a BC salesperson.
-    user = await dv.create("systemusers", {"firstname": "Jo", "lastname": "Rivera", "islicensed": True,
+    await dv.create("systemusers", {"firstname": "Jo", "lastname": "Rivera", "islicensed": True,
                                            "internalemailaddress": "jo@contoso.example", "isdisabled": False})
     await one(stack, "bc", "salespeoplePurchasers", "email eq 'jo@contoso.example'", "salesperson from a Sales user")
 
@@ -142,4 +143,79 @@ async def test_every_mapping_that_can_run_carries_a_change_each_way(make_stack: 
                 "Sales order Invoiced")
     errors = (await stack.admin("errors")).json()
     assert not [e for e in (errors if isinstance(errors, list) else errors.get("errors", [])) if e["state"] != "resolved"]
-    assert user
+
+
+async def test_setup_names_a_field_the_tenant_lacks_and_starts_the_other_mappings(make_stack: StackFactory) -> None:
+    stack = await make_stack(env={"BCSYNC_SANDBOX_MISSING_FIELDS": "customers.website"})
+    check = (await stack.admin("setup/check")).json()  # read-only first: it writes nothing
+    assert set(check["unavailable"]) == {"CUSTOMER"} and "no field website" in check["unavailable"]["CUSTOMER"]
+    assert not (await stack.bc.webhooks())["subscriptions"]
+    setup = await stack.register_webhooks()
+    assert not setup["mappings"]["CUSTOMER"]["available"]
+    assert "customers has no field website (mapped to websiteurl)" in setup["mappings"]["CUSTOMER"]["reason"]
+    assert all(found["available"] for name, found in setup["mappings"].items() if name != "CUSTOMER")
+    # The others run: an item becomes a product ...
+    await stack.bc.create("unitsOfMeasure", {"code": "PCS", "displayName": "Piece"})
+    item = await stack.bc.create("items", {"displayName": "Bike lock", "unitPrice": 20, "baseUnitOfMeasureCode": "PCS"})
+    await one(stack, "dv", "products", f"productnumber eq '{item['number']}'", "product from an item")
+    # ... and CUSTOMER, kept off, is neither subscribed nor registered: a customer made in BC stays there.
+    assert not any(r.endswith("/customers") for r in setup["bc_subscriptions"]["created"])
+    assert not any(step.endswith(" of account") for step in setup["dataverse_webhook"]["created"])
+    customer = await stack.bc.create("customers", {"displayName": "Kept Off Ltd"})
+    await stack.bc.flush()
+    item2 = await stack.bc.create("items", {"displayName": "Bike bell", "unitPrice": 5, "baseUnitOfMeasureCode": "PCS"})
+    await one(stack, "dv", "products", f"productnumber eq '{item2['number']}'", "a later product")  # time passed
+    assert await stack.dv.query("accounts", filter=f"accountnumber eq '{customer['number']}'") == []
+    assert not stack.change_events("CUSTOMER")
+
+
+async def test_a_notification_post_of_3000_entries_one_malformed_is_accepted_and_every_change_arrives(
+        make_stack: StackFactory) -> None:
+    """BC sends every subscription's entries at one URL in one POST: the door takes the well-formed ones
+    (and catches up the rest) and never answers 4xx, which would delete every subscription. Every change
+    reaches its mapping's queue (held, to count them), and flows on once resumed."""
+    stack = await make_stack()
+    await stack.bc.seed(customers=1500, items=1499, salespeople=0, contactsPerCustomer=0)  # no webhooks
+    customers = await stack.bc.query("customers", top=2000)
+    items = await stack.bc.query("items", top=2000)
+    company = f"/api/v2.0/companies({stack.company_id})"
+    entries: list[Json] = [
+        {"subscriptionId": sub, "clientState": CLIENT_STATE, "expirationDateTime": "2030-01-01T00:00:00Z",
+         "resource": f"{company}/{entity_set}({row['id']})", "changeType": "created",
+         "lastModifiedDateTime": row["lastModifiedDateTime"]}
+        for sub, entity_set, rows in (("s-customers", "customers", customers), ("s-items", "items", items))
+        for row in rows]
+    # Malformed (no such change type, no time), and of another company: nothing to catch up for it, so that the
+    # queues below hold exactly the well-formed entries' changes (test_bc_door_large.py covers the catch-up).
+    other = "/api/v2.0/companies(11111111-2222-4333-8444-555555555555)/items(66666666-7777-4888-9999-000000000000)"
+    entries.insert(1234, {"subscriptionId": "s-items", "clientState": CLIENT_STATE, "changeType": "renamed",
+                          "resource": other, "lastModifiedDateTime": "yesterday"})
+    assert len(entries) == 3000  # about 0.9 MB (test_bc_door_large.py sends several MB)
+    for mapping in ("CUSTOMER", "ITEM-PRODUCT"):
+        assert (await stack.admin(f"mappings/{mapping}/hold", "POST")).status_code == 200
+    # (The worker stops consuming a held mapping within 2 s, not at once: issue 13.)
+    await stack.wait_until(lambda: len({e["mapping"] for e in stack.worker_log_events("mapping on hold: not consuming")
+                                        } & {"CUSTOMER", "ITEM-PRODUCT"}) == 2, timeout=10)
+    response = await stack.http.post(f"{stack.api_url}/webhooks/business-central", json={"value": entries},
+                                     timeout=120)
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert (body["events"], body["new"], body["dropped"]) == (2999, 2999, 1)
+
+    depth: dict[str, int] = {}
+
+    async def queued() -> bool:
+        depth.update({m["name"]: m["queue_depth"] for m in (await stack.admin("status")).json()["mappings"]})
+        return depth["CUSTOMER"] == 1500 and depth["ITEM-PRODUCT"] == 1499
+
+    try:
+        await stack.wait_until(queued, timeout=60, interval=0.5)
+    except AssertionError:
+        raise AssertionError(f"every change on its mapping's queue: {depth}") from None
+    for mapping in ("CUSTOMER", "ITEM-PRODUCT"):
+        assert (await stack.admin(f"mappings/{mapping}/resume", "POST")).status_code == 200
+
+    async def flowing() -> bool:
+        return len(await stack.dv.query("accounts", select="accountnumber", top=50)) >= 50
+
+    await stack.wait_until(flowing, timeout=60, interval=1, message="customers arriving in Sales")

@@ -243,7 +243,8 @@ async def test_customer_from_sales_with_salesperson_and_currency(synced: Stack) 
         "transactioncurrencyid@odata.bind": f"/transactioncurrencies({(await stack.dv.state())['base_currency_id']})"})
     await settle(stack, lambda: stack.bc.get("customers", customer["id"]), {
         "displayName": "Northwind Traders Inc", "city": "Seattle", "phoneNumber": "+1 206 555 0100",
-        "website": "https://northwind.example", "addressLine2": "", "currencyCode": "",
+        # the local currency: BC shows a blank currency as the LCY code (APIV2 pages)
+        "website": "https://northwind.example", "addressLine2": "", "currencyCode": "USD",
         "salespersonCode": jo_code}, "customer updated")
 
     await stack.dv.delete("accounts", account)

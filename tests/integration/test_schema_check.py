@@ -92,8 +92,10 @@ async def test_wrong_configurations_are_problems(tmp_path: Path, monkeypatch: py
     customer = BY_NAME["CUSTOMER"]
     broken = [
         # a read-only BC field written From CRM
+        # ... and a filter comparing an option with a value BC does not have (it would exclude everything)
         dataclasses.replace(customer, fields=(*customer.fields,
-                                              FieldMap("balanceDue", "creditlimit", BOTH_WAYS, "money"))),
+                                              FieldMap("balanceDue", "creditlimit", BOTH_WAYS, "money")),
+                            bc_filter="blocked eq 'Never'"),
         # a choice value Sales does not have, a column it does not have, a lookup with no navigation property
         dataclasses.replace(BY_NAME["CURRENCY"], dataverse_template=(("exchangerate", 1.0), ("nosuchcolumn", 1))),
         dataclasses.replace(BY_NAME["ITEM-PRODUCT"], extra_binds=(("product", "nosuchlookupid", "account"),)),
@@ -103,6 +105,7 @@ async def test_wrong_configurations_are_problems(tmp_path: Path, monkeypatch: py
     report = await run_check(tmp_path, monkeypatch, broken)
     problems = {name: " | ".join(found.problems) for name, found in report.mappings.items()}
     assert "customers.balanceDue is read-only" in problems["CUSTOMER"]
+    assert "customers.blocked has no option 'Never'" in problems["CUSTOMER"]
     assert "transactioncurrency has no column nosuchcolumn" in problems["CURRENCY"]
     assert "product.nosuchlookupid has no navigation property" in problems["ITEM-PRODUCT"]
     assert "product.producttypecode has no choice value 99" in problems["RESOURCE-PRODUCT"]

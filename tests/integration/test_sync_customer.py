@@ -1,5 +1,12 @@
 """CUSTOMER both ways through the engine against the sandbox: create, update, delete, echoes, dependencies."""
 
+from typing import Any
+
+import pytest
+
+from consumers.errors import MappingUnavailable, SyncFailure
+from schemas.events import ChangeEvent
+from schemas.mappings import BY_NAME
 from service.store import couplings
 from tests.integration.sync_world import World
 
@@ -33,10 +40,12 @@ async def test_an_account_from_sales_becomes_a_customer_with_its_salesperson_syn
     assert customer["website"] == "https://fabrikam.example"
     assert customer["salespersonCode"] == "SP0001"
 
+    # What BC assigned flows back to the account at once (To CRM fields of a record made from Sales): the number.
+    assert (await world.human.dv_get("accounts", account["accountid"]))["accountnumber"] == customer["number"]
     # The BC notification of our own write comes back: unchanged.
     applied = await world.engine.sync_record(world.engine.rules["CUSTOMER"], "bc", coupling.bc_id)
     assert applied.result == "unchanged"
-    # The account number flows back to Sales (To CRM field) on the next BC change.
+    # A later BC change flows as usual.
     await world.human.bc_update("customers", coupling.bc_id, {"phoneNumber": "+44 20 0000 0000", "creditLimit": 5000})
     await world.bc_event("CUSTOMER", "customers", coupling.bc_id)
     account = await world.human.dv_get("accounts", account["accountid"])
@@ -115,3 +124,39 @@ async def test_a_collection_notification_reads_the_changed_set_and_an_unfiltered
     await world.engine.handle(BY_NAME["CUSTOMER"], collection(None))
     assert await coupling_of(world, "CUSTOMER", "bc", gone["id"]) is None
     assert await coupling_of(world, "CUSTOMER", "bc", kept["id"]) is not None
+
+
+async def test_when_the_assigned_number_cannot_be_written_back_the_coupling_stays_and_it_is_applied_again(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    account = await world.human.dv_create("accounts", {"name": "Give Back Ltd", "customertypecode": 3})
+
+    async def refused(*_: Any) -> dict[str, Any]:
+        raise SyncFailure("Sales refused the write (a plugin)")
+
+    follow_ups: list[tuple[str, str]] = []
+
+    async def redrive(mapping: str, event: str) -> None:
+        follow_ups.append((mapping, event))
+
+    monkeypatch.setattr(world.engine, "_give_back", refused)
+    world.engine.redrive = redrive
+    await world.dv_event("CUSTOMER", "account", account["accountid"], "created")
+    coupling = await coupling_of(world, "CUSTOMER", "dataverse", account["accountid"])
+    assert coupling is not None and coupling.bc_hash is None  # coupled: the customer is never made twice
+    assert len(await world.human.bc_find("customers", "displayName eq 'Give Back Ltd'")) == 1
+    monkeypatch.undo()
+    world.engine.redrive = redrive
+    [event] = [e for mapping, e in follow_ups if mapping == "CUSTOMER"]  # (its salesperson was created too)
+    await world.engine.handle(BY_NAME["CUSTOMER"], ChangeEvent.model_validate_json(event))
+    customer = await world.human.bc_get("customers", coupling.bc_id)
+    assert (await world.human.dv_get("accounts", account["accountid"]))["accountnumber"] == customer["number"]
+
+
+async def test_a_mapping_kept_off_applies_nothing_and_cannot_be_synchronized_first(world: World) -> None:
+    world.engine.rules["CUSTOMER"].unavailable = "the tenant has no field website"
+    account = await world.human.dv_create("accounts", {"name": "Kept Off Ltd", "customertypecode": 3})
+    await world.dv_event("CUSTOMER", "account", account["accountid"], "created")
+    assert await coupling_of(world, "CUSTOMER", "dataverse", account["accountid"]) is None
+    assert await world.human.bc_find("customers", "displayName eq 'Kept Off Ltd'") == []
+    with pytest.raises(MappingUnavailable, match="CUSTOMER cannot run here"):
+        await world.engine.sync_dependency("CUSTOMER", "dataverse", account["accountid"])
