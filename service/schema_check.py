@@ -215,11 +215,11 @@ def _check_bc(mapping: TableMapping, route: BcRoute, findings: MappingFindings) 
 def _check_bc_value(where: str, shape: FieldShape | None, name: str, value: object, what: str,
                     findings: MappingFindings) -> None:
     if shape is None:
-        findings.problems.append(f"{where} has no field {name}, which the mapping's {what} sets")
+        findings.problems.append(f"{where} has no field {name}, which the mapping's {what} uses")
     elif shape.members is not None and decode_name(str(value)).strip().lower() not in {
             m.strip().lower() for m in shape.members}:
         findings.problems.append(f"{where}.{name} has no option {value!r} (its options: "
-                                 f"{', '.join(repr(m) for m in shape.members)}), which the mapping's {what} sets")
+                                 f"{', '.join(repr(m) for m in shape.members)}), which the mapping's {what} uses")
 
 
 # ---- Dataverse ------------------------------------------------------------------------------------------------
