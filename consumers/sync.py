@@ -41,6 +41,7 @@ from service.metrics import EVENTS_FOLDED, SYNC_LAG, SYNC_RECORDS
 from service.store import couplings, synclog
 from service.store.db import Database
 from service.store.models import Coupling
+from service.store.outbox import aware
 
 log = get_logger(__name__)
 
@@ -138,7 +139,7 @@ class SyncEngine:
             after = batch[-1].id or after
             for coupling in batch:
                 record_id = coupling.bc_id if side == "bc" else coupling.dataverse_id
-                if record_id in seen or _aware(coupling.created_at) >= listing_started:
+                if record_id in seen or aware(coupling.created_at) >= listing_started:
                     continue
                 try:
                     async with self.slots:
@@ -474,10 +475,6 @@ def _holds(record: dict[str, Any], key: str, value: Any) -> bool:
         return str(current or "").lower() == str(value or "").rpartition("(")[2].rstrip(")").lower()
     current = record.get(key)
     return current == value or (current in (None, "") and value in (None, ""))
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _id(coupling: Coupling, side: str) -> str:

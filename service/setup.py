@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.mapping_config import effective
 from schemas.mappings import MAPPINGS, TableMapping
 from service.connectors.business_central import BusinessCentralClient
 from service.connectors.dataverse import DataverseClient
@@ -64,8 +63,7 @@ async def check_connections(bc: BusinessCentralClient, dv: DataverseClient) -> d
 async def configured_mappings(db: Database) -> list[TableMapping]:
     """Every mapping with the installation's changes applied."""
     async with db.session() as session:
-        rows = await mapping_configs.all_configs(session)
-    return [effective(m, mapping_configs.config_of(rows.get(m.name))) for m in MAPPINGS]
+        return [mapping for mapping, _ in await mapping_configs.configured(session)]
 
 
 async def run_check(bc: BusinessCentralClient, dv: DataverseClient, db: Database) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.mapping_config import effective
 from schemas.mappings import MAPPINGS, TableMapping, bc_resources, dataverse_tables
 from service.connectors.business_central import V2, BusinessCentralClient
 from service.connectors.dataverse import DataverseClient
@@ -63,13 +62,11 @@ def refused_mappings(company_id: str, pushed: list[TableMapping], refused: list[
 
 async def plan(db: Database) -> Plan:
     async with db.session() as session:
-        rows = await mapping_configs.all_configs(session)
+        mappings = await mapping_configs.configured(session)
     running, pushed, undecided = [], [], []
-    for mapping in MAPPINGS:
-        row = rows.get(mapping.name)
+    for configured, row in mappings:
         if row is not None and row.unavailable:
             continue
-        configured = effective(mapping, mapping_configs.config_of(row))
         running.append(configured)
         if configured.bc_is_source and (row is None or row.bc_delivery in (None, "push")):
             pushed.append(configured)

@@ -18,7 +18,7 @@ whose record is gone (as for BC's own unfiltered collection notifications).
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from consumers.jobs.common import entity_of, odata_time, record_event
 from consumers.jobs.settings import JobSettings
@@ -29,7 +29,7 @@ from service.logging import get_logger
 from service.settings import Settings
 from service.store import couplings, jobs, locks, outbox
 from service.store.db import Database
-from service.store.outbox import utcnow
+from service.store.outbox import aware, utcnow
 
 log = get_logger(__name__)
 BATCH = 200
@@ -59,7 +59,7 @@ class CatchUpJob:
             minutes = jobs.reconcile_minutes(configs[name], self.settings.reconcile_minutes)
             requested = state is not None and state.requested_at is not None
             scheduled = minutes > 0 and (state is None or state.next_run_at is None
-                                         or _aware(state.next_run_at) <= now)
+                                         or aware(state.next_run_at) <= now)
             if requested or scheduled:
                 await self.run_mapping(name, minutes)
 
@@ -102,7 +102,7 @@ class CatchUpJob:
                 state.bc_watermark, state.dataverse_watermark = marks["bc"], marks["dataverse"]
                 state.last_run_at, state.runs, state.last_found, state.last_error = started, runs, found, None
                 state.next_run_at = started + timedelta(minutes=minutes) if minutes > 0 else None
-                if state.requested_at is not None and _aware(state.requested_at) <= started:
+                if state.requested_at is not None and aware(state.requested_at) <= started:
                     state.requested_at = None
             log.info("catch-up done", mapping=name, events=found, run=runs, full_reconcile=full)
             return found
@@ -126,7 +126,7 @@ class CatchUpJob:
             async with self.db.session() as session:
                 mark = await jobs.newest_coupled_change(session, rule.name, side)
             mark = mark or utcnow() - timedelta(minutes=max(minutes, 1.0))
-        return _aware(mark) - timedelta(seconds=self.job_settings.catch_up_overlap_seconds)
+        return aware(mark) - timedelta(seconds=self.job_settings.catch_up_overlap_seconds)
 
     async def publish_changes(self, rule: Rule, side: str, since: datetime, label: str) -> tuple[int, datetime]:
         """Publish the records of `side` changed after `since` as change events; (events, newest change seen).
@@ -138,8 +138,8 @@ class CatchUpJob:
         async for record in await rule.records(side, f"{column} {operator} {odata_time(since)}"):
             record_id = rule.record_id(side, record)
             modified = rule.modified(side, record)
-            if modified is not None and _aware(modified) > newest:
-                newest = _aware(modified)
+            if modified is not None and aware(modified) > newest:
+                newest = aware(modified)
             if modified is not None and await self._synchronized(rule.name, side, record_id, modified):
                 continue  # a newer version was synchronized already
             stamp = modified.isoformat() if modified else label
@@ -159,7 +159,7 @@ class CatchUpJob:
             return False
         seen = coupling.bc_modified if side == "bc" else coupling.dataverse_modified
         # Equal times are not proof: Dataverse keeps whole seconds, BC milliseconds, and two writes may share one.
-        return seen is not None and _aware(seen) > _aware(modified)
+        return seen is not None and aware(seen) > aware(modified)
 
     async def _publish(self, events: list[ChangeEvent]) -> int:
         if not events:
@@ -176,7 +176,3 @@ class CatchUpJob:
             company_id=rule.ctx.bc.company_id if side == "bc" else None,
             api=rule.mapping.bc_api if side == "bc" else None) for side in sides]
         await self._publish(events)
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

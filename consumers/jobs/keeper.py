@@ -14,7 +14,7 @@ from service.logging import get_logger
 from service.settings import Settings
 from service.store import jobs, locks
 from service.store.db import Database
-from service.store.outbox import utcnow
+from service.store.outbox import aware, utcnow
 from service.subscriptions import enrolled, keep
 
 log = get_logger(__name__)
@@ -38,7 +38,7 @@ class KeeperJob:
                 return
             async with self.db.session() as session:
                 checks = [s.last_check for s in await jobs.subscription_states(session) if s.last_check]
-            if checks and max(_aware(c) for c in checks) > now - timedelta(minutes=minutes):
+            if checks and max(aware(c) for c in checks) > now - timedelta(minutes=minutes):
                 return  # some worker (or the api) checked recently
         owner = uuid.uuid4().hex
         async with self.db.session() as session:
@@ -59,7 +59,3 @@ class KeeperJob:
         finally:
             async with self.db.session() as session:
                 await locks.release(session, [jobs.KEEPER_LEASE], owner)
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

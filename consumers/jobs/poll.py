@@ -16,14 +16,14 @@ a mapping at a time (lease `job:poll:<mapping>`).
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from consumers.jobs.catchup import CatchUpJob
 from consumers.jobs.common import record_event
 from consumers.rules.base import Rule
 from service.logging import get_logger
 from service.store import couplings, jobs, locks, outbox
-from service.store.outbox import utcnow
+from service.store.outbox import aware, utcnow
 
 log = get_logger(__name__)
 LEASE_SECONDS = 300.0
@@ -48,7 +48,7 @@ class PollJob:
         for rule in self.polled():
             async with self.db.session() as session:
                 state = await jobs.catch_up_state(session, rule.name)
-                due = state.polled_at is None or _aware(state.polled_at) + timedelta(seconds=self.interval) <= now
+                due = state.polled_at is None or aware(state.polled_at) + timedelta(seconds=self.interval) <= now
             if due:
                 await self.poll(rule)
 
@@ -99,13 +99,9 @@ class PollJob:
             after = batch[-1].id or after
             events += [record_event(rule, "bc", c.bc_id, dedupe_key=f"gone:{rule.name}:{c.bc_id}:{started.isoformat()}",
                                     correlation_id=f"poll-{rule.name}")
-                       for c in batch if c.bc_id.lower() not in present and _aware(c.created_at) < started]
+                       for c in batch if c.bc_id.lower() not in present and aware(c.created_at) < started]
         if events:
             async with self.db.session() as session:
                 await outbox.store_events(session, events)
             log.info("coupled BC records no longer listed; checking them", mapping=rule.name, records=len(events))
         return len(events)
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

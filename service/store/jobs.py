@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -23,7 +23,7 @@ from schemas.mappings import BY_NAME, dependency_order
 from service.logging import redact_text
 from service.store.job_models import CatchUp, FullSyncLine, FullSyncRun, SubscriptionState
 from service.store.models import Coupling, MappingConfig
-from service.store.outbox import utcnow
+from service.store.outbox import aware, utcnow
 
 COUNTERS = ("inserted", "modified", "unchanged", "skipped", "failed", "coupled", "deleted")
 READY, IN_PROGRESS, FINISHED, ERROR = "ready", "in_progress", "finished", "error"
@@ -102,11 +102,7 @@ def stuck(line: FullSyncLine, now: datetime | None = None) -> bool:
     until = line.lease_until
     if line.status != IN_PROGRESS or until is None:
         return False
-    return _aware(until) < (now or utcnow())
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return aware(until) < (now or utcnow())
 
 
 async def create_run(session: AsyncSession, mappings: Sequence[str], recommendations: dict[str, str]) -> FullSyncRun:
@@ -206,7 +202,7 @@ def line_json(line: FullSyncLine, now: datetime | None = None) -> dict[str, Any]
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return _aware(moment).isoformat() if moment is not None else None
+    return aware(moment).isoformat() if moment is not None else None
 
 
 # ---- couplings and mapping configuration ---------------------------------------------------------------------
@@ -221,7 +217,7 @@ async def newest_coupled_change(session: AsyncSession, mapping: str, side: str) 
     column = col(Coupling.bc_modified) if side == "bc" else col(Coupling.dataverse_modified)
     result = await session.execute(select(func.max(column)).where(col(Coupling.mapping) == mapping))
     value = result.scalar_one_or_none()
-    return _aware(value) if value is not None else None
+    return aware(value) if value is not None else None
 
 
 async def mapping_config(session: AsyncSession, mapping: str) -> tuple[dict[str, Any], bool]:

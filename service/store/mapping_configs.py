@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from schemas.mapping_config import effective
+from schemas.mappings import MAPPINGS, TableMapping
 from service.store.models import MappingConfig, MappingConfigVersion
 from service.store.outbox import utcnow
 
@@ -29,6 +31,12 @@ async def get(session: AsyncSession, mapping: str) -> MappingConfig:
 
 def config_of(row: MappingConfig | None) -> dict[str, Any]:
     return json.loads(row.config) if row is not None and row.config else {}
+
+
+async def configured(session: AsyncSession) -> list[tuple[TableMapping, MappingConfig | None]]:
+    """Every mapping with the installation's changes applied, beside its stored row (setup's findings)."""
+    rows = await all_configs(session)
+    return [(effective(m, config_of(rows.get(m.name))), rows.get(m.name)) for m in MAPPINGS]
 
 
 async def save(session: AsyncSession, mapping: str, config: dict[str, Any]) -> MappingConfig:
