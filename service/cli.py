@@ -6,9 +6,12 @@ import json
 import runpy
 import urllib.error
 import urllib.request
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 app = typer.Typer(help="bcsync: Business Central ⇄ Dynamics 365 Sales in near real time.", no_args_is_help=True)
 
@@ -42,6 +45,20 @@ def migrate() -> None:
     typer.echo("database schema up to date")
 
 
+def _require_sandbox(command: str) -> None:
+    """The production image leaves the sandbox (a token issuer for anyone) out: say so instead of a traceback."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("sandbox") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        typer.echo(f"bcsync {command}: this installation has no sandbox (the production image leaves it out); "
+                   "build the image with `docker build --target demo .`, or install bcsync from its source", err=True)
+        raise typer.Exit(2)
+
+
 @app.command()
 def sandbox(
     bc_port: Annotated[int, typer.Option(help="Business Central API port")] = 8081,
@@ -52,6 +69,7 @@ def sandbox(
         "--without-extension", help="BC without the bcsync extension: its custom API answers 404")] = False,
 ) -> None:
     """Run local stand-ins for Business Central, Dataverse and Microsoft Entra (readings: BCSYNC_SANDBOX_*)."""
+    _require_sandbox("sandbox")
     from sandbox.config import SandboxConfig
     from sandbox.main import run
 
@@ -62,6 +80,7 @@ def sandbox(
 @app.command()
 def demo(once: Annotated[bool, typer.Option("--once", help="exit after the summary")] = False) -> None:
     """Sandbox + api + worker on this machine, seeded, with a scripted story and a summary."""
+    _require_sandbox("demo")
     from service.demo.run import main
 
     raise typer.Exit(main(once))
@@ -79,6 +98,7 @@ def setup(check: Annotated[bool, typer.Option("--check", help="only report what 
     from service.settings import load_settings
     from service.setup import SetupRefused, run_check, run_setup
     from service.store.db import Database
+    from service.store.installation import integration_tag
     from service.store.migrate import upgrade_async
 
     settings = load_settings("tenant_id", "client_id", "client_secret", "bc_company_id", "dataverse_url",
@@ -88,7 +108,7 @@ def setup(check: Annotated[bool, typer.Option("--check", help="only report what 
     async def main() -> dict[str, Any]:
         await upgrade_async(settings.database_url)
         db = Database(settings.database_url)
-        bc, dv = make_clients(settings)
+        bc, dv = make_clients(settings, await integration_tag(settings, db))
         try:
             return await (run_check(bc, dv, db) if check else run_setup(settings, bc, dv, db))
         finally:
@@ -116,13 +136,28 @@ def setup(check: Annotated[bool, typer.Option("--check", help="only report what 
         typer.echo("setup changed nothing: everything was in place" if not report["changed"] else "setup done")
 
 
+_WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}  # listening everywhere: reach it on loopback
+
+
+def api_base_url(settings: Settings) -> str:
+    """Where the admin commands reach the api: BCSYNC_API_URL, else the local api on BCSYNC_HOST:BCSYNC_PORT
+    (a wildcard host on 127.0.0.1). Never BCSYNC_PUBLIC_URL: that is the ingress the two systems call, and the
+    admin token has no business travelling through it."""
+    if settings.api_url is not None:
+        return str(settings.api_url).rstrip("/")
+    host = "127.0.0.1" if settings.host in _WILDCARD_HOSTS else settings.host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
+    return f"http://{host}:{settings.port}"
+
+
 def _admin(method: str, path: str, url: str | None, body: object = None) -> Any:
     """Call the admin API of a running `bcsync api` with BCSYNC_ADMIN_TOKEN."""
     from service.settings import load_settings
 
     settings = load_settings("admin_token")
     assert settings.admin_token is not None
-    base = (url or str(settings.public_url)).rstrip("/")
+    base = (url or api_base_url(settings)).rstrip("/")
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(  # noqa: S310 - the operator's own api URL
         f"{base}{path}", data=data, method=method,
@@ -141,7 +176,9 @@ def _admin(method: str, path: str, url: str | None, body: object = None) -> Any:
     return json.loads(raw) if raw else None
 
 
-UrlOption = Annotated[str | None, typer.Option(help="api base URL (default BCSYNC_PUBLIC_URL)")]
+URL_HELP = ("base URL of the api to call (default: BCSYNC_API_URL, else the local api "
+            "http://BCSYNC_HOST:BCSYNC_PORT, 127.0.0.1 for 0.0.0.0 or ::)")
+UrlOption = Annotated[str | None, typer.Option(help=URL_HELP)]
 
 
 @app.command()
@@ -188,7 +225,7 @@ def couple(mapping: str, bc_id: str, dataverse_id: str,
 
 @app.command()
 def status(
-    url: Annotated[str | None, typer.Option(help="api base URL (default BCSYNC_PUBLIC_URL)")] = None,
+    url: UrlOption = None,
 ) -> None:
     """Show per mapping: hold state, BC push or poll, queue depth, last success, open errors; why one does
     not run."""
@@ -196,7 +233,7 @@ def status(
 
     settings = load_settings("admin_token")
     assert settings.admin_token is not None
-    base = (url or str(settings.public_url)).rstrip("/")
+    base = (url or api_base_url(settings)).rstrip("/")
     request = urllib.request.Request(  # noqa: S310 - the operator's own api URL
         f"{base}/admin/status", headers={"Authorization": f"Bearer {settings.admin_token.get_secret_value()}"}
     )

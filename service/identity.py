@@ -16,8 +16,9 @@ log = get_logger(__name__)
 
 
 class IntegrationIdentity:
-    def __init__(self, user_id: str | None = None) -> None:
+    def __init__(self, user_id: str | None = None, tag: str | None = None) -> None:
         self.user_id = user_id.lower() if user_id else None
+        self.tag = tag  # the installation's integration tag (service/store/installation.py)
 
     async def learn(self, who_am_i: Callable[[], Awaitable[str]], *, max_delay: float = 60.0) -> None:
         """Ask WhoAmI until it answers (Dataverse or Entra may be unreachable at start)."""

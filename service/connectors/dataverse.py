@@ -1,7 +1,8 @@
 """Dataverse Web API v9.2 client (httpx, connection-pooled, MSAL bearer tokens, request budget).
 
 Our writes carry `?tag=<integration tag>`: Dataverse puts it into the webhook's SharedVariables, which is
-how the webhook door recognises (and drops) the echoes of our own writes.
+how the webhook door recognises (and drops) the echoes of our own writes. The tag is the installation's
+random one (service/store/installation.py), so nobody else's write can carry it.
 
 Lookups are written by their column's name (`"ownerid@odata.bind": "/systemusers(<id>)"`); the client
 renames each to the org's navigation property before sending (service/connectors/navigation.py).

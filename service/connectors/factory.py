@@ -18,16 +18,21 @@ def token_provider(settings: Settings) -> TokenProvider:
                          settings.client_secret.get_secret_value())
 
 
-def make_clients(settings: Settings) -> tuple[BusinessCentralClient, DataverseClient]:
+def make_clients(settings: Settings, tag: str | None = None) -> tuple[BusinessCentralClient, DataverseClient]:
+    """`tag`: the installation's integration tag, which every Dataverse write carries (service/store/
+    installation.py: `await integration_tag(settings, db)`); BCSYNC_INTEGRATION_TAG when not given."""
     for field in ("bc_company_id", "dataverse_url"):
         if not getattr(settings, field):
             raise ValueError(f"missing setting {env_name(field)}")
     assert settings.bc_company_id
+    tag = tag or settings.integration_tag
+    if not tag:  # an untagged write would come back through the webhook door as a user's change
+        raise ValueError("no integration tag: pass the installation's (service.store.installation.integration_tag)")
     tokens = token_provider(settings)
     window = settings.request_window_seconds
     bc = BusinessCentralClient(settings.bc_service_root, settings.bc_company_id, settings.bc_scope, tokens,
                                RequestBudget(settings.bc_request_budget, window))
     dataverse = DataverseClient(settings.dataverse_api, settings.dataverse_token_scope, tokens,
                                 RequestBudget(settings.dataverse_request_budget, window),
-                                tag=settings.integration_tag)
+                                tag=tag)
     return bc, dataverse

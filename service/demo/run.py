@@ -20,6 +20,7 @@ from service.logging import configure_logging
 from service.settings import Settings
 from service.setup import run_setup
 from service.store.db import Database
+from service.store.installation import integration_tag
 
 
 async def prepare(stack: DemoStack, say: Callable[[str], None]) -> None:
@@ -33,8 +34,8 @@ async def prepare(stack: DemoStack, say: Callable[[str], None]) -> None:
     for queue in broker.queues.values():
         await queue.purge()  # events of an earlier demo run refer to records this sandbox does not have
     await broker.close()
-    bc, dv = make_clients(settings)
     db = Database(settings.database_url)
+    bc, dv = make_clients(settings, await integration_tag(settings, db))
     try:  # what `bcsync setup` does: check the mappings against both systems, register the webhooks
         report = await run_setup(settings, bc, dv, db)
         say(f"  Business Central: {len(report['bc_subscriptions']['created'])} webhook subscriptions created")

@@ -163,3 +163,15 @@ class DecoupledRecord(SQLModel, table=True):
     side: str = Field(max_length=16)
     record_id: str = Field(max_length=64)
     decoupled_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class Installation(SQLModel, table=True):
+    """Values generated once per installation and shared by every process (api, workers, setup), one row per
+    key: e.g. `integration_tag`, the `?tag=` of our Dataverse writes. The first process that needs a value
+    inserts it (service/store/installation.py)."""
+
+    __tablename__ = "installation"
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

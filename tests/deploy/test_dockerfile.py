@@ -32,9 +32,26 @@ def instructions(text: str) -> list[tuple[str, str]]:
     return result
 
 
+def stages(parsed: list[tuple[str, str]]) -> list[tuple[str | None, str, list[tuple[str, str]]]]:
+    """(name, base image or stage, instructions from its FROM on) of every stage, in order."""
+    starts = [i for i, (word, _) in enumerate(parsed) if word == "FROM"]
+    result = []
+    for start, end in zip(starts, [*starts[1:], len(parsed)], strict=True):
+        words = [w for w in parsed[start][1].split() if not w.startswith("--")]
+        name = words[2].lower() if len(words) >= 3 and words[1].lower() == "as" else None
+        result.append((name, words[0].lower(), parsed[start:end]))
+    return result
+
+
 def final_stage(parsed: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    last = max(i for i, (word, _) in enumerate(parsed) if word == "FROM")
-    return parsed[last:]
+    """The default target's instructions, after those of the stages it is built FROM (Docker carries their
+    USER, ENV, HEALTHCHECK, ENTRYPOINT and CMD over)."""
+    by_name = {name: (base, body) for name, base, body in stages(parsed) if name}
+    _, base, chain = stages(parsed)[-1]
+    while base in by_name:
+        base, body = by_name[base]
+        chain = body + chain
+    return chain
 
 
 def image_uid() -> int:

@@ -54,7 +54,8 @@ async def test_the_integrations_own_dataverse_write_is_ignored_at_the_door(stack
     ignored = 'bcsync_webhook_requests_total'
     before = await stack.metric(ignored, source="dataverse", outcome="ignored")
     mark = await stack.mark_writes()
-    own = await stack.dv_as_service("POST", "accounts", params={"tag": "bcsync"}, json={"name": "Echo Ltd"})
+    own = await stack.dv_as_service("POST", "accounts", params={"tag": await stack.integration_tag()},
+                                    json={"name": "Echo Ltd"})
     own_id = own.headers["OData-EntityId"].rsplit("(", 1)[1].rstrip(")")
     await stack.dv.drain()
     assert await stack.metric(ignored, source="dataverse", outcome="ignored") == before + 1

@@ -29,7 +29,7 @@ def live_settings(sandbox: Live, **overrides: Any) -> Settings:
         "authority_host": f"https://127.0.0.1:{c.entra_port}",
         "bc_url": f"http://127.0.0.1:{c.bc_port}/v2.0/{{tenant}}/{{environment}}",
         "bc_environment": c.environment, "bc_company_id": c.company_id,
-        "dataverse_url": f"http://127.0.0.1:{c.dataverse_port}", "integration_tag": "bcsync-test",
+        "dataverse_url": f"http://127.0.0.1:{c.dataverse_port}", "integration_tag": "bcsync-test-tag-0123",
     }
     return Settings(_env_file=None, **{**values, **overrides})  # type: ignore[call-arg]
 
@@ -129,7 +129,7 @@ async def test_dataverse_account_crud_with_etags_and_tag(clients: tuple[Business
     assert await dv.delete("accounts", account["accountid"]) is False
     log = (await control["dv"].get("/requests", params={"path_contains": "accounts"})).json()["value"]
     writes = [e for e in log if e["method"] != "GET"]
-    assert writes and all("tag=bcsync-test" in e["query"] for e in writes)
+    assert writes and all("tag=bcsync-test-tag-0123" in e["query"] for e in writes)
     assert all(e["user_id"] == user for e in log)
 
 

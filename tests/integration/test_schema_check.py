@@ -28,7 +28,7 @@ async def run_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mappings: l
         authority_host=f"https://127.0.0.1:{config.entra_port}",
         bc_url=f"http://127.0.0.1:{config.bc_port}/v2.0/{{tenant}}/production", bc_company_id=config.company_id,
         dataverse_url=f"http://127.0.0.1:{config.dataverse_port}")
-    bc, dv = make_clients(settings)
+    bc, dv = make_clients(settings, "bcsync-schema-check-tag")  # writes nothing
     try:
         return await check(bc, dv, mappings if mappings is not None else list(MAPPINGS))
     finally:

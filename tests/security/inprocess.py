@@ -37,6 +37,7 @@ class FakeRelay:
 
 class FakeIdentity:
     user_id: str | None = INTEGRATION_USER
+    tag: str | None = "bcsync-inprocess-test-tag"
 
 
 def inprocess_app(**overrides: Any) -> FastAPI:
