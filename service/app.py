@@ -26,6 +26,7 @@ from service.relay import OutboxRelay
 from service.settings import Settings
 from service.store import synclog
 from service.store.db import Database
+from service.store.installation import integration_tag
 from service.store.migrate import upgrade_async
 
 log = get_logger(__name__)
@@ -53,11 +54,12 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await upgrade_async(settings.database_url)
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, timeout=settings.database_timeout_seconds)
         broker = broker_from_settings(settings)
         relay = OutboxRelay(db, broker, dedupe_days=settings.dedupe_days)
-        identity = IntegrationIdentity(settings.integration_user_id)
-        writer = IntakeWriter(db)
+        # Our Dataverse writes carry the installation's tag; events carrying it are our own echoes.
+        identity = IntegrationIdentity(settings.integration_user_id, await integration_tag(settings, db))
+        writer = IntakeWriter(db, max_waiting=settings.intake_queue_events)
         stored_records = StoredSyncRecords()
         export_stored_sync_records(stored_records)
 
@@ -73,7 +75,8 @@ def create_app(settings: Settings) -> FastAPI:
         bc = dv = None
         if all((settings.tenant_id, settings.client_id, settings.client_secret, settings.bc_company_id,
                 settings.dataverse_url)):
-            bc, dv = make_clients(settings)  # for the admin API (setup, couplings); lazy: nothing is called yet
+            # For the admin API (setup, couplings); lazy: nothing is called yet.
+            bc, dv = make_clients(settings, identity.tag)
         if identity.user_id is None and dv is not None:
             tasks.append(asyncio.create_task(identity.learn(dv.who_am_i)))
         app.state.bc, app.state.dv = bc, dv

@@ -49,13 +49,14 @@ def _moment(value: Any) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def is_integration_echo(context: RemoteExecutionContext, user_id: str | None, tag: str) -> bool:
-    """A change the integration made itself: by its own user, or carrying its tag."""
+def is_integration_echo(context: RemoteExecutionContext, user_id: str | None, tag: str | None) -> bool:
+    """A change the integration made itself: by its own user, or carrying its tag (the installation's random
+    one, service/store/installation.py: a tag anyone could guess would let a user's change pass for ours)."""
     if user_id is not None:
         own = user_id.lower()
         if str(context.user_id).lower() == own or str(context.initiating_user_id or "").lower() == own:
             return True
-    return context.shared_variable("tag") == tag
+    return bool(tag) and context.shared_variable("tag") == tag
 
 
 def dataverse_event(context: RemoteExecutionContext, *, trimmed: bool, correlation_id: str | None) -> ChangeEvent:

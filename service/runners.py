@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import uvicorn
 
 from service.logging import configure_logging, get_logger
@@ -25,13 +27,22 @@ def api_settings() -> Settings:
     return settings
 
 
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for the api."""
+    return {
+        "host": settings.host, "port": settings.port,
+        # The access log would print `?code=<webhook key>`: the app logs each webhook itself.
+        "access_log": False, "log_config": None, "log_level": settings.log_level.lower(),
+        # Past this many open connections or running requests uvicorn answers 503 (both webhook senders
+        # retry a 503) instead of taking on work without end; idle keep-alive connections count too.
+        "limit_concurrency": settings.api_limit_concurrency,
+        "timeout_keep_alive": settings.api_keep_alive_seconds,
+    }
+
+
 def run_api() -> None:
     settings = api_settings()
     configure_logging(settings.log_level)
     from service.app import create_app  # after logging is set up
 
-    uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port,
-        # The access log would print `?code=<webhook key>`: the app logs each webhook itself.
-        access_log=False, log_config=None, log_level=settings.log_level.lower(),
-    )
+    uvicorn.run(create_app(settings), **server_options(settings))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal, TypeVar
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "BCSYNC_"
+_TAG = re.compile(r"[A-Za-z0-9_.-]{16,64}")
 
 
 class Settings(BaseSettings):
@@ -41,12 +43,22 @@ class Settings(BaseSettings):
 
     # Not in the contract's table (additions are allowed); documented in the README.
     integration_user_id: str | None = None  # skips WhoAmI: the Dataverse user id of the integration
-    integration_tag: str = Field(default="bcsync", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # The `?tag=` of our Dataverse writes. Unset (the normal case): random per installation, generated once
+    # and kept in the store (service/store/installation.py). Set: this one, which must be as unguessable.
+    integration_tag: str | None = None
+    # Where the CLI's admin commands reach the api; unset: http://<host>:<port> (a wildcard host: 127.0.0.1).
+    api_url: AnyHttpUrl | None = None
     worker_prefetch: int = Field(default=32, ge=1, le=1000)  # per consumer, i.e. per mapping queue
     worker_concurrency: int = Field(default=16, ge=1, le=256)  # records one worker applies at once
     worker_memory_trim_seconds: float = Field(default=60.0, ge=0)  # glibc malloc_trim interval; 0 = never
     worker_metrics_port: int = Field(default=9464, ge=0, le=65535)  # 0 = no metrics server
     retry_delays: str = "1,5,30,120,600"  # seconds of the retry delay queues, one per attempt
+    # Transient failures (no answer, 408, 429, 5xx, the store away) do not spend the retries above: they wait
+    # (the same delays, then the longest one over and over) for up to this many hours, then dead-letter.
+    transient_retry_hours: float = Field(default=24.0, gt=0, le=24 * 30)
+    # One event's handling at most (then it counts as a transient failure): far below RabbitMQ's
+    # consumer_timeout (30 min by default), so the broker never closes a channel over a slow run.
+    handler_timeout_seconds: float = Field(default=600.0, gt=0, le=1700)
     dedupe_days: int = Field(default=7, ge=1)
     local_currency: str = Field(default="USD", pattern=r"^[A-Za-z]{3}$")  # BC's LCY: blank currency codes
     # Client-side request budgets: never more than this many requests per window to each system (per
@@ -56,6 +68,17 @@ class Settings(BaseSettings):
     request_window_seconds: float = Field(default=300.0, gt=0)
     # SALESORDER-ORDER: a custom salesorder column that receives the BC order number (a standard org has none).
     order_number_column: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+    # Resource bounds of the api (README, "Resource bounds"). uvicorn answers 503 past the concurrency limit
+    # (open connections or running requests); idle keep-alive connections count, hence the short keep-alive.
+    api_limit_concurrency: int = Field(default=512, ge=1)
+    api_keep_alive_seconds: int = Field(default=5, ge=1, le=300)
+    # A webhook whose events are not committed within this many seconds is answered 503 (Dataverse gives up
+    # after 60 s); events waiting for the intake writer beyond the queue bound are answered 503 at once.
+    webhook_store_timeout_seconds: float = Field(default=10.0, gt=0, le=55)
+    intake_queue_events: int = Field(default=10_000, ge=1)
+    # One database statement at most in the api (asyncpg's command_timeout, SQLite's busy timeout); the other
+    # processes use the same default (store/db.py, DEFAULT_TIMEOUT).
+    database_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -75,6 +98,21 @@ class Settings(BaseSettings):
         if url.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
             raise ValueError(f"unsupported driver {url.drivername!r}: use sqlite+aiosqlite or postgresql+asyncpg")
         return value
+
+    @field_validator("integration_tag", mode="before")
+    @classmethod
+    def _tag(cls, value: object) -> object:
+        if value is None or value == "":
+            return None  # generated per installation
+        if not isinstance(value, str) or not _TAG.fullmatch(value):
+            raise ValueError("16 to 64 characters of A-Z, a-z, 0-9, '_', '.', '-' that nobody can guess (leave it "
+                             "unset: each installation generates its own)")
+        return value
+
+    @field_validator("api_url", mode="before")
+    @classmethod
+    def _empty_url(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("retry_delays")
     @classmethod

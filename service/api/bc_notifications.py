@@ -7,6 +7,11 @@ size or for one bad entry: the body is parsed incrementally (ijson's yajl C back
 entry is validated on its own (the `Notification` model, then `business_central_event`), and what had to be
 dropped is counted with its reason and, when its resource parses, its entity set (for the catch-up).
 
+A wrong clientState answers the whole request 401 with nothing stored, and is found as early as the format
+allows: each entry's `clientState` member is checked as soon as its value is parsed (before the rest of the
+entry, also in an entry being skipped for its size or count), and reading stops there, so the rest of the
+body is never read or parsed.
+
 Memory is bounded: the body is read up to `max_body_bytes`, at most `max_entries` entries are read, and an
 entry is built only up to about `max_entry_bytes` (what its keys and strings decode to, plus a few bytes per
 token). ijson's prefix-tracking interfaces (items, parse) keep the path of every open container, which costs
@@ -90,6 +95,7 @@ class NotificationReader:
         self._entries = 0
         self._entry: ObjectBuilder | None = None  # None between entries and while skipping one
         self._entry_size = 0
+        self._state_next = False  # the next value at level 3 is an entry's clientState
 
     def feed(self, chunk: bytes) -> bool:
         """Parse the next chunk; False once nothing more needs reading."""
@@ -149,6 +155,9 @@ class NotificationReader:
             level = self._depth
             if step > 0:
                 self._depth += 1
+            if (level == 3 and (self._state_next or value == "clientState") and self._in_value
+                    and self._client_state_refused(event, value)):
+                break
             entry = self._entry
             if level > 2 and entry is not None:  # the hot path: inside an entry being built
                 self._entry_size += _TOKEN_COST + (len(value) if value.__class__ is str else 0)
@@ -159,6 +168,21 @@ class NotificationReader:
             if self.stopped:
                 break
         self._events.clear()
+
+    def _client_state_refused(self, event: str, value: Any) -> bool:
+        """Watch an entry's members (level 3) for `clientState`; True (and the reading stopped) as soon as its
+        value is not ours. A null one is no clientState at all (the entry is dropped when it ends)."""
+        if self._state_next:
+            self._state_next = False
+            if event == "null" or (event == "string" and secret_matches(value, self._client_state)):
+                return False
+            self.reading.wrong_client_state = True
+            self.stopped = True  # the answer is 401 whatever follows
+            self._entry = None
+            return True
+        if event == "map_key" and value == "clientState":
+            self._state_next = True
+        return False
 
     def _on(self, level: int, event: str, value: Any) -> None:
         if level >= 2:

@@ -5,12 +5,20 @@ then answer 202. A 202 is a promise: the event is in the database before the ans
 Central deletes every subscription at its URL on any 4xx but 408/429, so its door answers 503 for an
 internal failure and 202 for a body it cannot (fully) use, which a catch-up covers (bc_notifications.py,
 bc_intake.py).
+
+Both bound the store round trip: events not committed within `webhook_store_timeout_seconds` (a database
+that hangs) or not even let into the intake queue (`IntakeFull`: too many events already wait) are answered
+503 at once, never 202. The unit of work that ran out of time goes on in the background, bounded by the
+database timeout: one transaction, so it either rolls back whole or commits whole events; events that commit
+after their 503 are not lost, and the sender's retry carries the same dedupe keys, so it stores nothing twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
+from collections.abc import Coroutine
 from typing import Annotated, Any, TypeVar
 
 import structlog
@@ -28,7 +36,7 @@ from service.api.bc_notifications import Reading, read_notifications
 from service.api.body import BodyTooLarge, read_bounded_body
 from service.api.deps import IdentityDep, RelayDep, SettingsDep, WriterDep, secret_matches
 from service.intake import dataverse_event, is_integration_echo
-from service.intake_writer import IntakeWriter
+from service.intake_writer import IntakeFull, IntakeWriter
 from service.logging import get_logger
 from service.metrics import WEBHOOK_ENTRIES_DROPPED, WEBHOOK_REQUESTS
 from service.relay import OutboxRelay
@@ -36,6 +44,7 @@ from service.settings import Settings
 
 log = get_logger(__name__)
 Payload = TypeVar("Payload", bound=BaseModel)
+Result = TypeVar("Result")
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
 # The webhook key, in either form Dataverse sends it (declared in the OpenAPI document; compared by us).
@@ -53,13 +62,53 @@ def _answer(source: str, outcome: str, status: int, detail: str, **extra: object
     return JSONResponse({"outcome": outcome, "detail": detail, **extra}, status_code=status)
 
 
-async def _accept(source: str, writer: IntakeWriter, relay: OutboxRelay, events: list[ChangeEvent],
-                  ignored: int) -> Response:
+class StoreTimeout(Exception):
+    """The events were not committed within the bound (they may still commit: a retry is a duplicate)."""
+
+
+LATE: set[asyncio.Task[Any]] = set()  # stores whose request was answered 503 for time and that still run
+
+
+def _late_done(task: asyncio.Task[Any]) -> None:
+    LATE.discard(task)
+    error = None if task.cancelled() else task.exception()
+    if error is None and not task.cancelled():
+        log.info("events stored after their request was answered 503; the retry is a duplicate")
+    else:
+        log.info("a store answered 503 for time failed too", error=f"{type(error).__name__}: {error}"[:300])
+
+
+async def within(seconds: float, work: Coroutine[Any, Any, Result]) -> Result:
+    """`work`'s result if it ends within `seconds`; else `StoreTimeout` at once, and the work goes on in the
+    background (not cancelled: cancelling a database call midway is no quicker than its own timeout, and what
+    it commits is kept; the intake writer writes a batch whole anyway)."""
+    task = asyncio.ensure_future(work)
     try:
-        stored = await writer.store(events)
+        await asyncio.wait({task}, timeout=seconds)
+    finally:
+        if not task.done():  # out of time (or the request itself cancelled): keep it until it ends
+            LATE.add(task)
+            task.add_done_callback(_late_done)
+    if task.done():
+        return task.result()
+    raise StoreTimeout(f"not stored within {seconds:g} s")
+
+
+def _unavailable(source: str, exc: Exception, what: str) -> JSONResponse:
+    """The 503 of a store that failed, hangs or is full (never a 202: nothing is known to be committed)."""
+    if isinstance(exc, IntakeFull):
+        log.warning("intake queue full", source=source, error=str(exc))
+        return _answer(source, "unavailable", 503, f"too many events wait for the store; {what} not stored, try again")
+    log.error("event store unavailable", source=source, error=f"{type(exc).__name__}: {exc}"[:300])
+    return _answer(source, "unavailable", 503, f"{what} could not be stored; try again")
+
+
+async def _accept(source: str, writer: IntakeWriter, relay: OutboxRelay, events: list[ChangeEvent],
+                  ignored: int, bound: float) -> Response:
+    try:
+        stored = await within(bound, writer.store(events))
     except Exception as exc:
-        log.error("event store unavailable", source=source, error=str(exc)[:300])
-        return _answer(source, "unavailable", 503, "the event could not be stored; try again")
+        return _unavailable(source, exc, "the event")
     if stored:
         relay.kick()
     return _answer(
@@ -95,7 +144,7 @@ async def dataverse_webhook(
     entity = context.primary_entity_name
     if not mappings_for(source, entity):
         return _answer(source, "ignored", 200, f"no mapping uses the table {entity!r}")
-    if is_integration_echo(context, identity.user_id, settings.integration_tag):
+    if is_integration_echo(context, identity.user_id, identity.tag):
         return _answer(source, "ignored", 200, "the integration's own change", entity=entity)
     try:
         event = dataverse_event(
@@ -104,7 +153,7 @@ async def dataverse_webhook(
         )
     except ValidationError as exc:
         return _answer(source, "invalid", 400, "not a usable change: " + _first_error(exc))
-    return await _accept(source, writer, relay, [event], ignored=0)
+    return await _accept(source, writer, relay, [event], ignored=0, bound=settings.webhook_store_timeout_seconds)
 
 
 _HANDSHAKE = {"description": "The handshake: exactly the validationToken",
@@ -173,10 +222,9 @@ async def _notifications(request: Request, settings: Settings, intake: BcIntake,
         log.exception("business central webhook failed", error=str(exc)[:300])
         return _answer(source, "unavailable", 503, "internal error; try again")
     try:
-        stored = await intake.store(wanted, catch_up)
+        stored = await within(settings.webhook_store_timeout_seconds, intake.store(wanted, catch_up))
     except Exception as exc:
-        log.error("event store unavailable", source=source, error=str(exc)[:300])
-        return _answer(source, "unavailable", 503, "the events could not be stored; try again")
+        return _unavailable(source, exc, "the events")
     counts |= {"new": stored, "duplicates": len(wanted) - stored}
     detail = "stored" + (f"; catch-up requested for {', '.join(catch_up)}" if catch_up else "")
     return _answer(source, "accepted", 202, detail, **counts)

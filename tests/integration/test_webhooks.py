@@ -84,7 +84,8 @@ async def test_the_integrations_own_change_and_unused_tables_are_ignored(rabbit,
         assert other.status_code == 200 and "lead" in other.json()["detail"]
         # The tag alone is enough (WhoAmI not known yet, or another integration user).
         tagged = sample("dataverse-account-update-by-integration.json") | {
-            "UserId": "11111111-1111-4111-8111-111111111111", "InitiatingUserId": "11111111-1111-4111-8111-111111111111"}
+            "UserId": "11111111-1111-4111-8111-111111111111", "InitiatingUserId": "11111111-1111-4111-8111-111111111111",
+            "SharedVariables": [{"key": "tag", "value": app.state.identity.tag}]}  # the installation's own tag
         assert (await http.post(f"{DV}?code={WEBHOOK_KEY}", json=tagged)).status_code == 200
         async with app.state.db.session() as session:
             assert await outbox.count_pending(session) == 0
