@@ -57,8 +57,10 @@ async def follow_settings(db: Database, engine: SyncEngine, worker: Worker) -> N
         await asyncio.sleep(SETTINGS_REFRESH_SECONDS)
 
 
-def assemble(settings: Settings, db: Database, broker: Broker, job_settings: JobSettings | None = None) -> Assembly:
-    bc, dv = make_clients(settings)
+def assemble(settings: Settings, db: Database, broker: Broker, job_settings: JobSettings | None = None, *,
+             tag: str | None = None) -> Assembly:
+    """`tag`: the installation's integration tag (service/store/installation.py), carried by every Dataverse write."""
+    bc, dv = make_clients(settings, tag)
     engine = SyncEngine(db, {}, concurrency=settings.worker_concurrency)
 
     async def redrive(mapping: str, event_json: str) -> None:

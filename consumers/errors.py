@@ -11,6 +11,14 @@ class RecordBusy(Exception):
     """Another worker holds this record right now: try again shortly, without using up retries."""
 
 
+class MappingHeld(Exception):
+    """The mapping was put on hold: nothing of it is applied; its event waits in the mapping's queue."""
+
+    def __init__(self, mapping: str) -> None:
+        super().__init__(f"{mapping} is on hold")
+        self.mapping = mapping
+
+
 class CoupledMeanwhile(Exception):
     """The record's match was coupled by another run while this one looked: run again with the coupling."""
 

@@ -14,6 +14,7 @@ from service.logging import configure_logging, get_logger
 from service.relay import OutboxRelay
 from service.settings import Settings, load_settings, read_settings
 from service.store.db import Database
+from service.store.installation import integration_tag
 from service.store.migrate import upgrade_async
 
 log = get_logger(__name__)
@@ -45,9 +46,11 @@ def run_worker() -> None:
         health = None
         if settings.worker_metrics_port:  # /healthz, /readyz, /metrics
             health = asyncio.create_task(serve_health(db, broker, settings.host, settings.worker_metrics_port))
-        assembly = assemble(settings, db, broker, jobs)
+        assembly = assemble(settings, db, broker, jobs, tag=await integration_tag(settings, db))
         try:
-            await consume(broker, relay, settings.worker_prefetch, stop, assembly.handlers, assembly.background)
+            await consume(broker, relay, settings.worker_prefetch, stop, assembly.handlers, assembly.background,
+                          handler_timeout=settings.handler_timeout_seconds,
+                          transient_hours=settings.transient_retry_hours)
         finally:
             if health is not None:
                 health.cancel()

@@ -25,6 +25,7 @@ from consumers.coalesce import Coalescer
 from consumers.errors import (
     Conflict,
     CoupledMeanwhile,
+    MappingHeld,
     MappingUnavailable,
     MissingDependency,
     RecordBusy,
@@ -38,7 +39,7 @@ from schemas.mappings import ConflictPolicy, DeletePolicy, TableMapping
 from service.connectors.http import ApiError, PreconditionFailed, is_transient
 from service.logging import get_logger
 from service.metrics import EVENTS_FOLDED, SYNC_LAG, SYNC_RECORDS
-from service.store import couplings, synclog
+from service.store import couplings, mapping_configs, reconciles, synclog
 from service.store.db import Database
 from service.store.models import Coupling
 from service.store.outbox import aware
@@ -51,6 +52,17 @@ SIDE_OF_SOURCE = {"business_central": "bc", "dataverse": "dataverse"}
 SOURCE_OF_SIDE = {"bc": "business_central", "dataverse": "dataverse"}
 
 Redrive = Callable[[str, str], Awaitable[None]]  # (mapping, event JSON) → put it back on the mapping's queue
+PROGRESS_EVERY = 100  # records of a reconciliation between progress reports
+
+
+@dataclass
+class ReconcileCounts:
+    listed: int = 0  # records the listing showed
+    checked: int = 0  # couplings it did not show, read again (full reconciliations)
+    failed: int = 0
+
+
+Progress = Callable[[ReconcileCounts], Awaitable[None]]
 
 
 def digest(values: dict[str, Any]) -> str:
@@ -78,6 +90,7 @@ class SyncEngine:
         self.redrive = redrive
         self.slots = asyncio.Semaphore(concurrency)  # runs of live events and reconciliations at once
         self.coalescer = Coalescer(self.slots)  # events of a record already being applied here fold into one re-run
+        self.reconcile_requested: Callable[[], Awaitable[None]] | None = None  # wakes the reconcile job runner
 
     # --- entry points -------------------------------------------------------------------------------------------
 
@@ -91,7 +104,7 @@ class SyncEngine:
             log.info("event of a mapping that cannot run dropped", mapping=rule.name, reason=rule.unavailable[:300])
             return
         if event.change_type == "collection":
-            await self.reconcile(rule, side, event)
+            await self.request_reconcile(rule, side, event)
             return
         assert event.record_id is not None
         record_id = await rule.event_record_id(side, event)  # a line's event concerns its document
@@ -115,22 +128,47 @@ class SyncEngine:
         if absorbed:  # events with no run of their own: each run is counted by result, these here
             EVENTS_FOLDED.labels(rule.name).inc(absorbed)
 
-    async def reconcile(self, rule: Rule, side: str, event: ChangeEvent) -> None:
-        """A collection notification: read the changed set (or everything, to find hidden deletes). Each record
-        takes a slot of its own, so that a long reconciliation never keeps live events waiting for long."""
+    async def request_reconcile(self, rule: Rule, side: str, event: ChangeEvent) -> None:
+        """A collection event asks for a reconciliation: stored as a job (consumers/jobs/reconcile.py) and the
+        event acknowledged at once — a whole-entity run inside one delivery would outlive the broker's
+        consumer timeout, and its redelivery would start the run again in parallel."""
+        async with self.db.session() as session:
+            new = await reconciles.request(session, event.dedupe_key, rule.name, side, event.collection_filter,
+                                           bool(event.full_reconcile), event.correlation_id)
+        log.info("reconciliation requested", mapping=rule.name, side=side, full=bool(event.full_reconcile),
+                 new=new)
+        if new and self.reconcile_requested is not None:
+            await self.reconcile_requested()
+
+    async def reconcile(self, rule: Rule, side: str, filter_: str | None, full: bool,
+                        progress: Progress | None = None) -> ReconcileCounts:
+        """Read the changed set (or everything, to find hidden deletes) and apply each record. Each record takes
+        a slot of its own, so that a long reconciliation never keeps live events waiting for long. `progress`
+        is called every PROGRESS_EVERY records (it renews the job's lease; it raises to stop the run)."""
+        counts = ReconcileCounts()
         seen: set[str] = set()
         kind = "reconcile"
         listing_started = datetime.now(UTC)
-        async for record in await rule.records(side, event.collection_filter):
-            record_id = rule.record_id(side, record)
-            seen.add(record_id)
+
+        async def one(record_id: str, record: dict[str, Any] | None) -> None:
             try:
                 async with self.slots:
                     await self.sync_record(rule, side, record_id, record=record, kind=kind)
+            except RecordBusy:
+                pass  # a live run is applying it right now, from the source as it is
             except (SyncFailure, ApiError) as exc:
+                counts.failed += 1
                 await self._record_error(rule, side, record_id, exc, None)
-        if not event.full_reconcile:
-            return
+
+        async for record in await rule.records(side, filter_):
+            record_id = rule.record_id(side, record)
+            seen.add(record_id)
+            counts.listed += 1
+            await one(record_id, record)
+            if progress is not None and counts.listed % PROGRESS_EVERY == 0:
+                await progress(counts)
+        if not full:
+            return counts
         # Couplings whose record the listing did not show. Only on evidence: a coupling made while the listing
         # ran (a live event, after the listing passed its page) is no candidate, and each candidate is read
         # again — the delete policy runs only when the source says the record is gone (404).
@@ -141,11 +179,11 @@ class SyncEngine:
                 record_id = coupling.bc_id if side == "bc" else coupling.dataverse_id
                 if record_id in seen or aware(coupling.created_at) >= listing_started:
                     continue
-                try:
-                    async with self.slots:
-                        await self.sync_record(rule, side, record_id, kind=kind)
-                except (SyncFailure, ApiError) as exc:
-                    await self._record_error(rule, side, record_id, exc, None)
+                counts.checked += 1
+                await one(record_id, None)
+            if progress is not None:
+                await progress(counts)
+        return counts
 
     async def sync_dependency(self, mapping: str, side: str, record_id: str) -> str | None:
         """Synchronize a referenced record first (if its mapping's direction allows); its coupled id."""
@@ -224,6 +262,10 @@ class SyncEngine:
         what = f"{rule.name} {side} {record_id}"
 
         async def current(session: AsyncSession) -> Coupling | None:
+            # Under the lease, in its transaction: a hold acknowledged before the lease was taken is seen here,
+            # and the hold's answer waits for the leases taken before it (service/api/admin_mappings.py).
+            if await mapping_configs.is_held(session, rule.name):
+                raise MappingHeld(rule.name)
             return await couplings.find(session, rule.name, side, record_id)
 
         def pair(coupling: Coupling | None) -> tuple[Any, ...] | None:
@@ -244,6 +286,12 @@ class SyncEngine:
 
     async def _apply(self, rule: Rule, side: str, record_id: str, coupling: Coupling | None, deleted: bool,
                      record: dict[str, Any] | None, kind: str, lease: Lease) -> Applied:
+        if deleted and record is None:  # a delete notice is a claim: only the source can say the record is gone
+            record = await rule.read(side, record_id)
+            if record is not None:
+                log.warning("a delete notice for a record that exists: applied as a change", mapping=rule.name,
+                            side=side, record_id=record_id)
+                deleted = False
         custom = await rule.apply(self, side, record_id, coupling, deleted, record)
         if custom is not None:  # documents: the rule applies the record itself
             return custom

@@ -9,30 +9,36 @@ before relaying them are published anyway.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import sqlalchemy.exc
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
-from consumers.errors import RecordBusy
+from consumers.errors import MappingHeld, RecordBusy
 from consumers.handlers import HANDLERS, Handler
 from schemas.events import ChangeEvent
 from schemas.mappings import BY_NAME, TableMapping
 from service.broker import Broker
+from service.connectors.http import is_transient
 from service.logging import get_logger
 from service.metrics import DEAD_LETTERS
 from service.relay import OutboxRelay
-from service.topology import ATTEMPT_HEADER, ERROR_HEADER, MAPPING_HEADER
+from service.topology import ATTEMPT_HEADER, ERROR_HEADER, FAILING_SINCE_HEADER, MAPPING_HEADER, TRANSIENT_HEADER
 
 log = get_logger(__name__)
 
 
 class Worker:
-    def __init__(self, broker: Broker, prefetch: int, handlers: dict[str, Handler] | None = None) -> None:
+    def __init__(self, broker: Broker, prefetch: int, handlers: dict[str, Handler] | None = None, *,
+                 handler_timeout: float = 600.0, transient_hours: float = 24.0) -> None:
         self.broker = broker
         self.prefetch = prefetch
+        self.handler_timeout = handler_timeout
+        self.transient_limit = transient_hours * 3600
         self.handlers = handlers if handlers is not None else HANDLERS
         self._consumer_tags: dict[str, str] = {}
         self.held: set[str] = set()
@@ -77,7 +83,7 @@ class Worker:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(correlation_id=message.correlation_id, mapping=mapping.name)
         if mapping.name in self.held:  # delivered just before the consumer was cancelled: back to the queue
-            await message.nack(requeue=True)
+            await self._back_to_queue(mapping, message)
             return
         try:
             event = ChangeEvent.model_validate_json(message.body)
@@ -87,39 +93,71 @@ class Worker:
         log.info("change event received", source=event.source, entity=event.entity, record_id=event.record_id,
                  change_type=event.change_type, dedupe_key=event.dedupe_key)
         try:
-            await self.handlers[mapping.name](mapping, event)
+            await asyncio.wait_for(self.handlers[mapping.name](mapping, event), self.handler_timeout)
         except asyncio.CancelledError:
             raise
+        except MappingHeld as held:
+            if held.mapping == mapping.name:  # held after it was delivered: it waits with the others
+                await self._back_to_queue(mapping, message)
+            else:  # a record it depends on belongs to a held mapping: wait, without spending retries
+                await self._retry(mapping, message, held)
+            return
         except Exception as exc:
             await self._retry(mapping, message, exc)
             return
         await message.ack()
 
+    async def _back_to_queue(self, mapping: TableMapping, message: AbstractIncomingMessage) -> None:
+        """Put a message of a held mapping at the back of its queue. Published again rather than nacked: a
+        quorum queue counts every requeue toward its delivery limit, and the hold may last long."""
+        await self.broker.publish("", self.broker.topology.mapping_queue(mapping.name), message.body,
+                                  message_id=message.message_id or "", correlation_id=message.correlation_id or "",
+                                  headers=dict(message.headers))
+        await message.ack()
+
     async def _retry(self, mapping: TableMapping, message: AbstractIncomingMessage, error: Exception) -> None:
-        previous = message.headers.get(ATTEMPT_HEADER)
-        # A record another worker is busy with is not a failure: wait the shortest delay, keep the budget.
-        busy = isinstance(error, RecordBusy)
-        attempt = (previous if isinstance(previous, int) else 0) + (0 if busy else 1)
-        if busy:
-            first_delay = self.broker.topology.retry_delays[0]
-            log.info("record busy; requeued", retry_in=first_delay, busy=str(error)[:200])
-            await self.broker.publish(
-                "", self.broker.topology.delay_queue(first_delay), message.body,
-                message_id=message.message_id or "", correlation_id=message.correlation_id or "",
-                headers={MAPPING_HEADER: mapping.name, ATTEMPT_HEADER: attempt},
-            )
-            await message.ack()
+        """Send the message round a delay queue. Three kinds of failure:
+        - busy (another run holds the record): the shortest delay, nothing counted;
+        - transient (no answer, 408, 429, 5xx, the store or a held dependency away): it says nothing about the
+          record, so it does not spend the retry budget; it waits the delays in turn, then the longest one
+          again and again, for up to `transient_retry_hours` since its first failure;
+        - any other: one attempt of the budget; dead-lettered when the budget is spent."""
+        headers = message.headers
+        attempt = _int(headers.get(ATTEMPT_HEADER))
+        delays = self.broker.topology.retry_delays
+        out: dict[str, Any] = {MAPPING_HEADER: mapping.name, ATTEMPT_HEADER: attempt}
+        if isinstance(error, RecordBusy):
+            delay = delays[0]
+            log.info("record busy; requeued", retry_in=delay, busy=str(error)[:200])
+            await self._wait(message, delay, out)
             return
-        delay = self.broker.topology.delay_for_attempt(attempt)
         reason = f"{type(error).__name__}: {error}"[:500]
-        if delay is None:
+        out[ERROR_HEADER] = reason
+        if transient_failure(error):
+            waits = _int(headers.get(TRANSIENT_HEADER)) + 1
+            since = _int(headers.get(FAILING_SINCE_HEADER)) or int(time.time())  # whole seconds: AMQP has ints
+            if time.time() - since > self.transient_limit:
+                await self._dead_letter(mapping, message, f"failing for {self.transient_limit / 3600:g} h: {reason}",
+                                        attempt)
+                return
+            delay = delays[min(waits, len(delays)) - 1]
+            out.update({TRANSIENT_HEADER: waits, FAILING_SINCE_HEADER: since})
+            log.warning("event failed transiently; waiting", waits=waits, retry_in=delay, error=reason)
+            await self._wait(message, delay, out)
+            return
+        attempt += 1
+        delay_or_none = self.broker.topology.delay_for_attempt(attempt)
+        if delay_or_none is None:
             await self._dead_letter(mapping, message, reason, attempt)
             return
-        log.warning("event failed; retrying", attempt=attempt, retry_in=delay, error=reason)
+        out[ATTEMPT_HEADER] = attempt
+        log.warning("event failed; retrying", attempt=attempt, retry_in=delay_or_none, error=reason)
+        await self._wait(message, delay_or_none, out)
+
+    async def _wait(self, message: AbstractIncomingMessage, delay: int, headers: dict[str, Any]) -> None:
         await self.broker.publish(
             "", self.broker.topology.delay_queue(delay), message.body,
-            message_id=message.message_id or "", correlation_id=message.correlation_id or "",
-            headers={MAPPING_HEADER: mapping.name, ATTEMPT_HEADER: attempt, ERROR_HEADER: reason},
+            message_id=message.message_id or "", correlation_id=message.correlation_id or "", headers=headers,
         )
         await message.ack()
 
@@ -136,17 +174,33 @@ class Worker:
         await message.ack()
 
 
+def transient_failure(error: BaseException) -> bool:
+    """Failures that say nothing about the record: the same run may well succeed later."""
+    if isinstance(error, (MappingHeld, TimeoutError, ConnectionError)):
+        return True
+    if isinstance(error, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+                          sqlalchemy.exc.TimeoutError, sqlalchemy.exc.DisconnectionError)):
+        return True  # the store is away (restarting, failing over, out of connections)
+    return is_transient(error)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 Background = Callable[[Worker], list[Coroutine[Any, Any, None]]]
 
 
 async def run_worker(broker: Broker, relay: OutboxRelay, prefetch: int, stop: asyncio.Event,
-                     handlers: dict[str, Handler] | None = None, background: Background | None = None) -> None:
+                     handlers: dict[str, Handler] | None = None, background: Background | None = None, *,
+                     handler_timeout: float = 600.0, transient_hours: float = 24.0) -> None:
     """Connect, consume until `stop` is set, then stop consuming and let in-flight messages finish.
     `background` gives coroutines to run beside the consumers (settings refresh, jobs)."""
     tasks = [asyncio.create_task(relay.run())]
     try:
         await broker.connect_forever()
-        worker = Worker(broker, prefetch, handlers)
+        worker = Worker(broker, prefetch, handlers, handler_timeout=handler_timeout,
+                        transient_hours=transient_hours)
         tasks += [asyncio.create_task(c) for c in (background(worker) if background else [])]
         await worker.start()
         await stop.wait()

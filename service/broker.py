@@ -15,7 +15,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, Abstr
 
 from service.logging import get_logger
 from service.settings import Settings
-from service.topology import Topology, declare
+from service.topology import Topology, declare, drop_legacy_delay_queues
 
 log = get_logger(__name__)
 
@@ -54,11 +54,15 @@ class Broker:
                 for name in (self.topology.events_exchange, self.topology.dead_exchange)
             }
             self._exchanges[""] = channel.default_exchange
+            waiting = await drop_legacy_delay_queues(connection, self.topology)
         except BaseException:
             await connection.close()
             raise
         self.connection, self.channel = connection, channel
         log.info("broker connected", namespace=self.topology.namespace)
+        if waiting:
+            log.info("classic delay queues of an earlier release still hold retries; deleted once empty",
+                     queues=waiting)
 
     async def connect_forever(self, max_delay: float = 5.0) -> None:
         """Keep trying until connected; the robust connection takes care of later drops."""

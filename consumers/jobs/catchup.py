@@ -4,7 +4,8 @@ each source side and publish them as ordinary change events.
 Why events and not the engine directly: the events go through the outbox to the mapping's queue like a
 webhook's, so a mapping on hold keeps them waiting (and resume applies them in order with the live ones),
 failures are retried and dead-lettered by the normal path, and every worker shares the work. The dedupe
-key holds the record's modified time, so a record read again within the overlap is not published twice.
+key holds the record's modified time and the run, so a run publishes a record version once, and the next run
+publishes it again if it is still not synchronized (its earlier event may have been dead-lettered).
 Our own writes come back in the changed set too; the engine finds them unchanged (hash), at one read each.
 
 Watermark: per mapping and side, the newest source modified time seen (the source system's clock, not
@@ -142,9 +143,12 @@ class CatchUpJob:
                 newest = aware(modified)
             if modified is not None and await self._synchronized(rule.name, side, record_id, modified):
                 continue  # a newer version was synchronized already
-            stamp = modified.isoformat() if modified else label
+            # New per run (`label` holds the run's number): an event of an earlier run that was dead-lettered
+            # must not make this run's one a duplicate, or only a manual re-drive would heal the record. Within
+            # a run, one event per record version.
+            stamp = modified.isoformat() if modified else "-"
             batch.append(record_event(rule, side, record_id, occurred_at=modified,
-                                      dedupe_key=f"catchup:{rule.name}:{side}:{record_id}:{stamp}",
+                                      dedupe_key=f"catchup:{rule.name}:{side}:{record_id}:{stamp}:{label}",
                                       correlation_id=label))
             if len(batch) >= BATCH:
                 found += await self._publish(batch)

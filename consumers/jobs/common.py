@@ -18,7 +18,7 @@ from service.store.jobs import control_exchange
 
 log = get_logger(__name__)
 SIDES = ("bc", "dataverse")
-KINDS = ("full-sync", "catch-up", "keeper")
+KINDS = ("full-sync", "catch-up", "keeper", "poll", "reconcile")
 
 
 def source_sides(rule: Rule) -> list[str]:

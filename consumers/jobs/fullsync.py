@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 from sqlalchemy.exc import IntegrityError
 
-from consumers.errors import RecordBusy
+from consumers.errors import MappingHeld, RecordBusy
 from consumers.jobs.common import record_event, source_sides
 from consumers.jobs.settings import JobSettings
 from consumers.rules.base import Rule
@@ -94,6 +94,11 @@ class FullSync:
         except LineLost:
             log.info("full sync line restarted elsewhere; stopped", line=line_id, attempt=attempt)
             return
+        except MappingHeld:  # put on hold meanwhile: the line is given back and starts again on resume
+            async with self.db.session() as session:
+                await jobs.release_line(session, line_id, self.owner, attempt)
+            log.info("full sync line stopped: its mapping was put on hold", line=line_id)
+            return
         except asyncio.CancelledError:  # the worker stops: give the line back, another worker starts it again
             async with self.db.session() as session:
                 await asyncio.shield(jobs.release_line(session, line_id, self.owner, attempt))
@@ -144,7 +149,7 @@ class FullSync:
                 error = exc
                 if turn >= 2:
                     break
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, MappingHeld):
                 raise
             except Exception as exc:  # listed in the error list, with an event to retry it
                 error = exc

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable
 
 from consumers.jobs.catchup import CatchUpJob
@@ -12,6 +13,7 @@ from consumers.jobs.common import kick, listen
 from consumers.jobs.fullsync import FullSync
 from consumers.jobs.keeper import KeeperJob
 from consumers.jobs.poll import PollJob
+from consumers.jobs.reconcile import ReconcileJobs
 from consumers.jobs.settings import JobSettings
 from consumers.sync import SyncEngine
 from service.broker import Broker
@@ -33,8 +35,10 @@ class JobRunner:
         self.catch_up = CatchUpJob(db, engine, settings, self.job_settings)
         self.keeper = KeeperJob(settings, db, bc, dv, self.job_settings, self.kick)
         self.poll = PollJob(self.catch_up)
+        self.reconcile = ReconcileJobs(db, engine, self.job_settings, self.kick)
+        engine.reconcile_requested = functools.partial(self.kick, "reconcile")
         self.wakes = {"full-sync": self.full_sync.wake, "catch-up": asyncio.Event(), "keeper": asyncio.Event(),
-                      "poll": asyncio.Event()}
+                      "poll": asyncio.Event(), "reconcile": asyncio.Event()}
 
     async def kick(self, kind: str) -> None:
         self.wakes[kind].set()
@@ -50,12 +54,14 @@ class JobRunner:
         except Exception as exc:  # polling still finds the work
             log.warning("job control messages unavailable", error=str(exc)[:200])
         loops = [self._loop("full-sync", self.full_sync.tick), self._loop("catch-up", self.catch_up.tick),
-                 self._loop("keeper", self.keeper.tick), self._loop("poll", self.poll.tick)]
+                 self._loop("keeper", self.keeper.tick), self._loop("poll", self.poll.tick),
+                 self._loop("reconcile", self.reconcile.tick)]
         log.info("jobs running", poll_seconds=self.job_settings.jobs_poll_seconds)
         try:
             await asyncio.gather(*loops)
         finally:
             await self.full_sync.stop()
+            await self.reconcile.stop()
 
     async def _loop(self, kind: str, tick: Callable[[], Awaitable[None]]) -> None:
         wake = self.wakes[kind]

@@ -18,4 +18,5 @@ class JobSettings(BaseSettings):
     full_sync_batch: int = Field(default=100, ge=1, le=5000)  # records applied between progress updates
     full_sync_concurrency: int = Field(default=8, ge=1, le=64)  # records of one line applied at once
     full_sync_lines: int = Field(default=2, ge=1, le=16)  # lines one worker runs at once
-    line_lease_seconds: float = Field(default=120.0, gt=0)  # renewed every batch
+    line_lease_seconds: float = Field(default=120.0, gt=0)  # renewed every batch (and reconciliation jobs')
+    reconcile_jobs: int = Field(default=2, ge=1, le=16)  # reconciliations one worker runs at once

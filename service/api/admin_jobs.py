@@ -19,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 import aio_pika
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from schemas.mappings import BY_NAME, DATAVERSE_SETS, TableMapping
 from service.api.admin import require_admin
@@ -34,7 +36,7 @@ from service.connectors.business_central import BusinessCentralClient
 from service.connectors.dataverse import DataverseClient
 from service.connectors.http import with_query
 from service.logging import get_logger
-from service.store import jobs, locks, mapping_configs
+from service.store import jobs, locks, mapping_configs, reconciles
 from service.store.outbox import utcnow
 from service.subscriptions import keep
 
@@ -308,3 +310,41 @@ async def catch_up_now(request: Request, db: DatabaseDep, broker: BrokerDep) -> 
         await jobs.request_catch_up(session, names)
     await kick(broker, "catch-up")
     return {"requested": names}
+
+
+# ---- reconciliations --------------------------------------------------------------------------------------------
+
+
+class ReconcileJobOut(BaseModel):
+    """One reconciliation (a collection notification, a catch-up's or a poll's read of everything)."""
+
+    id: int
+    mapping: str
+    side: Literal["bc", "dataverse"]
+    full: bool
+    filter: str | None
+    status: Literal["waiting", "running", "finished", "failed"]
+    attempt: int
+    requested_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime | None
+    listed: int
+    checked: int
+    failed: int
+    message: str | None
+    correlation_id: str | None
+
+
+class ReconcileJobList(BaseModel):
+    jobs: list[ReconcileJobOut]
+
+
+@router.get("/reconciles", response_model=ReconcileJobList)
+async def reconcile_jobs(db: DatabaseDep, mapping: Annotated[str | None, Query(max_length=64)] = None,
+                         limit: Annotated[int, Query(ge=1, le=500)] = 50) -> ReconcileJobList:
+    """Reconciliations, newest first: waiting, running (with the records listed and couplings checked so far),
+    finished or failed (with the reason). Kept 7 days."""
+    async with db.session() as session:
+        rows = await reconciles.recent(session, mapping, limit)
+    return ReconcileJobList(jobs=[ReconcileJobOut.model_validate(reconciles.job_json(row)) for row in rows])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path
@@ -11,11 +13,12 @@ from schemas.mappings import BY_NAME, MAPPINGS
 from service.api.admin import require_admin
 from service.api.deps import DatabaseDep
 from service.logging import get_logger
-from service.store import mapping_configs
+from service.store import locks, mapping_configs
 
 log = get_logger(__name__)
 # A mapping's name as in mappings.md (documented with an example, which the OpenAPI-driven fuzz also uses).
 MappingName = Annotated[str, Path(examples=["CUSTOMER"])]
+HOLD_WAIT_SECONDS = 25.0  # a record lease lasts 20 s unless its run renews it
 router = APIRouter(prefix="/admin/mappings", tags=["admin: mappings"], dependencies=[Depends(require_admin)])
 
 
@@ -74,13 +77,29 @@ async def _set_hold(name: str, on_hold: bool, db: DatabaseDep) -> dict[str, Any]
     async with db.session() as session:
         for each in names:
             await mapping_configs.set_hold(session, each, on_hold)
-    log.info("mappings held" if on_hold else "mappings resumed", mappings=names)
-    return {"mappings": names, "on_hold": on_hold}
+    applying = await _runs_in_flight(db, names) if on_hold else 0
+    log.info("mappings held" if on_hold else "mappings resumed", mappings=names, runs_in_flight=applying)
+    return {"mappings": names, "on_hold": on_hold, "runs_in_flight": applying}
+
+
+async def _runs_in_flight(db: DatabaseDep, names: list[str]) -> int:
+    """Wait until the runs that took their record lease before the hold was stored have ended. A run checks
+    the hold under its lease (consumers/sync.py), so once these are gone nothing of the mappings is applied:
+    the answer means "held". A run of a worker that died keeps its lease until it runs out (LEASE_SECONDS);
+    after HOLD_WAIT_SECONDS the answer says how many runs may still be finishing."""
+    deadline = time.monotonic() + HOLD_WAIT_SECONDS
+    while True:
+        async with db.session() as session:
+            live = sum([await locks.count_live(session, f"{each}:") for each in names])
+        if live == 0 or time.monotonic() >= deadline:
+            return live
+        await asyncio.sleep(0.05)
 
 
 @router.post("/{name}/hold", responses={404: {}})
 async def hold(name: MappingName, db: DatabaseDep) -> dict[str, Any]:
-    """Stop applying a mapping's events (`all` for every mapping); they wait in its queue."""
+    """Stop applying a mapping's events (`all` for every mapping); they wait in its queue. Answers once no
+    run of the mapping is applying anything (`runs_in_flight` 0), or after 25 s with the runs still going."""
     return await _set_hold(name, True, db)
 
 

@@ -28,6 +28,8 @@ from service.logging import get_logger, redact_text
 log = get_logger(__name__)
 
 THROTTLED = frozenset({429, 502, 503, 504})  # statuses that may carry Retry-After
+MAX_RETRY_AFTER = 300.0  # seconds: the cap on a server's Retry-After
+MAX_WAIT_IN_REQUEST = 60.0  # longer waits end the request with a transient error (the event is retried later)
 # Transport errors after which the request may have reached the server (connect errors are safe).
 MAYBE_DELIVERED = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
 
@@ -78,19 +80,21 @@ def error_from(response: httpx.Response, system: str) -> ApiError:
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:
-    """`Retry-After` as seconds from now: delta-seconds or an HTTP date; None when absent or unreadable."""
+    """`Retry-After` as seconds from now: delta-seconds or an HTTP date; None when absent or unreadable.
+    Capped at MAX_RETRY_AFTER: a server (or anything between) that says "in a day" must not stop a system's
+    whole budget for a day; the longest waits documented for service protection are minutes."""
     value = response.headers.get("Retry-After", "").strip()
     if not value:
         return None
     with contextlib.suppress(ValueError):
-        return max(float(value), 0.0)
+        return min(max(float(value), 0.0), MAX_RETRY_AFTER)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+    return min(max((when - datetime.now(UTC)).total_seconds(), 0.0), MAX_RETRY_AFTER)
 
 
 class ApiTransport:
@@ -161,6 +165,8 @@ class ApiTransport:
                     wait = self._backoff(attempt) if after is None else after
                     if after is not None and self.budget is not None:
                         self.budget.pause_until(time.monotonic() + after)
+                    if wait > MAX_WAIT_IN_REQUEST:  # not inside one run: its event waits in a delay queue instead
+                        raise last
                 elif status >= 500:
                     wait = self._backoff(attempt)
                 else:

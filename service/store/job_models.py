@@ -98,3 +98,37 @@ class SubscriptionState(SQLModel, table=True):
     last_check: datetime | None = Field(default=None, sa_column=_utc())
     last_change: datetime | None = Field(default=None, sa_column=_utc())
     error: str | None = Field(default=None, max_length=2000)
+
+
+class ReconcileJob(SQLModel, table=True):
+    """One reconciliation of a mapping's side: a collection notification (BC), a catch-up's or a poll's
+    "read everything" (`full`: couplings whose record is gone are found too). It runs as a leased job in a
+    worker, not inside the broker delivery that asked for it, so a run over tens of thousands of records never
+    outlives RabbitMQ's consumer timeout. `status`: waiting | running | finished | failed.
+
+    `request_key` is the asking event's dedupe key: a redelivered event asks once. `attempt` grows on every
+    (re)start; the worker holding `owner`/`lease_until` renews it while it runs, and a job whose worker died is
+    taken up again when the lease ran out."""
+
+    __tablename__ = "reconcile_job"
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_key: str = Field(max_length=400, unique=True)
+    mapping: str = Field(max_length=64, index=True)
+    side: str = Field(max_length=16)
+    filter: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    full: bool = False
+    status: str = Field(default="waiting", max_length=16, index=True)
+    attempt: int = 0
+    owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = Field(default=None, sa_column=_utc())
+    not_before: datetime | None = Field(default=None, sa_column=_utc())
+    requested_at: datetime = Field(sa_column=_utc_required())
+    started_at: datetime | None = Field(default=None, sa_column=_utc())
+    finished_at: datetime | None = Field(default=None, sa_column=_utc())
+    updated_at: datetime | None = Field(default=None, sa_column=_utc())
+    listed: int = 0  # records read from the source so far
+    checked: int = 0  # couplings the listing did not show, read again (full only)
+    failed: int = 0
+    correlation_id: str | None = Field(default=None, max_length=200)
+    message: str | None = Field(default=None, max_length=2000)

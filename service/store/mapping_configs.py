@@ -29,6 +29,11 @@ async def get(session: AsyncSession, mapping: str) -> MappingConfig:
     return row
 
 
+async def is_held(session: AsyncSession, mapping: str) -> bool:
+    row = await session.get(MappingConfig, mapping)
+    return bool(row is not None and row.on_hold)
+
+
 def config_of(row: MappingConfig | None) -> dict[str, Any]:
     return json.loads(row.config) if row is not None and row.config else {}
 

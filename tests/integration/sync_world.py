@@ -121,7 +121,7 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     url = f"sqlite+aiosqlite:///{tmp_path}/bcsync.db"
     await upgrade_async(url)
     db = Database(url)
-    bc, dv = make_clients(settings)
+    bc, dv = make_clients(settings, "bcsync-sync-world-tag")
     engine = SyncEngine(db, {})
     ctx = SyncContext(bc=bc, dv=dv, db=db, local_currency="USD", sync_dependency=engine.sync_dependency)
     engine.rules = build_rules(ctx)
