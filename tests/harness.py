@@ -109,12 +109,16 @@ class TcpProxy:
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
 
+    async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """The connection a new client is forwarded to (tests/faults/cluster.py picks among several nodes)."""
+        return await asyncio.open_connection("127.0.0.1", self.target_port)
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self.open:
             writer.close()
             return
         try:
-            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+            upstream_reader, upstream_writer = await self._open_upstream()
         except OSError:
             writer.close()
             return

@@ -83,6 +83,9 @@ class Row:
     settle_seconds: float | None
     notes: list[str]
     finished_at: str
+    # Messages left in the broker where nothing will take them (set by the cluster cases): stuck in a delay
+    # queue that no longer dead-letters, or unacknowledged on a live channel that will never settle them.
+    stranded: int = 0
 
     def json(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,22 +105,34 @@ async def prepare(stack: Stack) -> None:
 class Activity:
     """Is anything still moving? Outbox, mapping and delay queues, the sandboxes' pending deliveries."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: Stack, broker_url: str = BROKER_URL) -> None:
         self.stack = stack
+        self.broker_url = broker_url
         self.topology = Topology(stack.namespace, tuple(int(d) for d in RETRY_DELAYS.split(",")))
         self.connection: aio_pika.abc.AbstractConnection | None = None
 
     async def __aenter__(self) -> Activity:
-        self.connection = await aio_pika.connect(BROKER_URL)
+        self.connection = await aio_pika.connect(self.broker_url)
         return self
 
     async def __aexit__(self, *_: object) -> None:
         if self.connection is not None:
             await self.connection.close()
 
+    async def _channel(self) -> aio_pika.abc.AbstractChannel:
+        """A channel on the connection, connecting again when it broke (a cluster node behind a proxy died)."""
+        if self.connection is None or self.connection.is_closed:
+            self.connection = await aio_pika.connect(self.broker_url)
+        try:
+            return await self.connection.channel()
+        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError):
+            with contextlib.suppress(Exception):
+                await self.connection.close()
+            self.connection = await aio_pika.connect(self.broker_url)
+            return await self.connection.channel()
+
     async def depth(self, queue: str) -> int:
-        assert self.connection is not None
-        async with self.connection.channel() as channel:
+        async with await self._channel() as channel:
             try:
                 declared = await channel.declare_queue(queue, passive=True)
             except aio_pika.exceptions.ChannelClosed:
@@ -137,9 +152,12 @@ class Activity:
         body = status.json()
         if body["outbox_pending"] or any(m["queue_depth"] != 0 for m in body["mappings"]):
             return False
-        for delay in self.topology.retry_delays:
-            if await self.depth(self.topology.delay_queue(delay)):
-                return False
+        try:
+            for delay in self.topology.retry_delays:
+                if await self.depth(self.topology.delay_queue(delay)):
+                    return False
+        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError):  # the broker is away just now
+            return False
         if (await self.stack.bc.state())["pendingNotifications"]:
             return False
         drained = await self.stack.http.post(f"{self.stack.dv.base}/webhooks/drain", params={"seconds": 0.05})
@@ -147,13 +165,15 @@ class Activity:
 
 
 async def run_case(stack: Stack, case: int, name: str, fault: Fault, *, ask_catch_up: bool = False,
-                   accepted_timeout: float = 45.0, heal_timeout: float = 45.0, rate: float = 4.0) -> Row:
+                   accepted_timeout: float = 45.0, heal_timeout: float = 45.0, rate: float = 4.0,
+                   broker_url: str = BROKER_URL) -> Row:
     """The whole case; returns its row (the caller asserts on it after recording it). Without a fault the load's
-    changes settle within a few seconds: the timeouts are generous margins, after which what is missing is lost."""
+    changes settle within a few seconds: the timeouts are generous margins, after which what is missing is lost.
+    `broker_url`: where the suite itself looks at the queues (the stack's broker, e.g. a cluster's proxy)."""
     await prepare(stack)
     load = Load(stack, str(case), rate=rate)
     window = Window()
-    async with Activity(stack) as activity:
+    async with Activity(stack, broker_url) as activity:
         load.start()
         try:
             await asyncio.sleep(WARM)

@@ -38,6 +38,7 @@ def check(row: Row) -> None:
     assert row.lost == 0, notes
     assert row.duplicated == 0, notes
     assert row.dead_letters == 0, notes
+    assert row.stranded == 0, notes
 
 
 def outbox_pending(stack: Stack) -> int:
