@@ -36,7 +36,7 @@ def run_worker() -> None:
 
     async def main() -> None:
         await upgrade_async(settings.database_url)
-        db = Database(settings.database_url, worker_pool(settings, jobs))
+        db = Database(settings.database_url, worker_pool(settings, jobs), timeout=settings.database_timeout_seconds)
         broker = broker_from_settings(settings)
         relay = OutboxRelay(db, broker, dedupe_days=settings.dedupe_days)
         stop = asyncio.Event()

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from schemas.mapping_config import effective
 from schemas.mappings import MAPPINGS, TableMapping
@@ -30,7 +31,13 @@ async def get(session: AsyncSession, mapping: str) -> MappingConfig:
 
 
 async def is_held(session: AsyncSession, mapping: str) -> bool:
-    row = await session.get(MappingConfig, mapping)
+    """Read under a share lock where the store has one (PostgreSQL): a hold stored meanwhile waits until the
+    caller's transaction (a run taking its record lease) has committed, so the hold's answer, which waits for
+    the leases it can see, cannot miss that run. SQLite runs one writer at a time anyway."""
+    query = select(MappingConfig).where(col(MappingConfig.mapping) == mapping)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(read=True)
+    row = (await session.execute(query)).scalars().first()
     return bool(row is not None and row.on_hold)
 
 

@@ -64,6 +64,9 @@ async def claim(session: AsyncSession, owner: str, lease_seconds: float, held: C
                     attempt=col(ReconcileJob.attempt) + 1, started_at=now, updated_at=now, listed=0, checked=0,
                     failed=0, message=None)
             .returning(col(ReconcileJob.attempt))
+            # The rows were loaded above: SQLAlchemy would evaluate the WHERE on them in Python, where SQLite's
+            # times come back naive and cannot be compared with `now`; the row is refreshed below instead.
+            .execution_options(synchronize_session=False)
         )
         if (await session.execute(statement)).first() is not None:
             await session.refresh(job)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from consumers.sync import SyncEngine
-from schemas.events import ChangeEvent
-from schemas.mappings import BY_NAME
 from tests.integration.sync_world import World
 
 
@@ -59,9 +56,7 @@ async def test_a_reconciliation_takes_a_slot_per_record_so_live_events_get_throu
         return applied
 
     monkeypatch.setattr(limited, "sync_record", slow)
-    sweep = asyncio.create_task(limited.handle(BY_NAME["CUSTOMER"], ChangeEvent(
-        source="business_central", entity="customers", change_type="collection", occurred_at=datetime.now(UTC),
-        dedupe_key="sweep", correlation_id="t", full_reconcile=True)))
+    sweep = asyncio.create_task(limited.reconcile(limited.rules["CUSTOMER"], "bc", None, True))
     await asyncio.sleep(0.12)  # the sweep is on its second or third record
     await world.dv_event("CUSTOMER", "account", account, "created")
     await sweep

@@ -96,36 +96,6 @@ async def test_records_on_both_sides_are_coupled_by_number_not_duplicated(world:
     assert (await world.human.dv_get("accounts", account["accountid"]))["name"] == "Northwind"
 
 
-async def test_a_collection_notification_reads_the_changed_set_and_an_unfiltered_one_finds_deletes(world: World) -> None:
-    from datetime import UTC, datetime
-
-    from schemas.events import ChangeEvent
-    from schemas.mappings import BY_NAME
-
-    kept = await world.human.bc_create("customers", {"displayName": "Kept Ltd"})
-    gone = await world.human.bc_create("customers", {"displayName": "Gone Ltd"})
-    for record in (kept, gone):
-        await world.bc_event("CUSTOMER", "customers", record["id"], "created")
-    since = kept["lastModifiedDateTime"]
-    fresh = [await world.human.bc_create("customers", {"displayName": f"Bulk {i}"}) for i in range(3)]
-    await world.human.bc_delete("customers", gone["id"])
-
-    def collection(filter_: str | None) -> ChangeEvent:
-        return ChangeEvent(source="business_central", entity="customers", record_id=None, change_type="collection",
-                           occurred_at=datetime.now(UTC), dedupe_key=f"c-{filter_}", correlation_id="c",
-                           collection_filter=filter_, full_reconcile=filter_ is None)
-
-    await world.engine.handle(BY_NAME["CUSTOMER"], collection(f"lastModifiedDateTime gt {since}"))
-    for record in fresh:
-        coupling = await coupling_of(world, "CUSTOMER", "bc", record["id"])
-        assert coupling is not None
-        assert (await world.human.dv_get("accounts", coupling.dataverse_id))["name"] == record["displayName"]
-    assert await coupling_of(world, "CUSTOMER", "bc", gone["id"]) is not None  # a filtered read cannot see deletes
-    await world.engine.handle(BY_NAME["CUSTOMER"], collection(None))
-    assert await coupling_of(world, "CUSTOMER", "bc", gone["id"]) is None
-    assert await coupling_of(world, "CUSTOMER", "bc", kept["id"]) is not None
-
-
 async def test_when_the_assigned_number_cannot_be_written_back_the_coupling_stays_and_it_is_applied_again(
         world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     account = await world.human.dv_create("accounts", {"name": "Give Back Ltd", "customertypecode": 3})

@@ -13,7 +13,7 @@ import respx
 
 from service.connectors.budget import RequestBudget
 from service.connectors.business_central import BusinessCentralClient
-from service.connectors.http import ApiError, ApiTransport, is_transient, retry_after_seconds
+from service.connectors.http import MAX_RETRY_AFTER, ApiError, ApiTransport, is_transient, retry_after_seconds
 
 ROOT = "https://bc.test/v2.0/tenant/production"
 COMPANY = "c0ffee00-1234-4abc-9def-0123456789ab"
@@ -92,6 +92,26 @@ def test_retry_after_parsing() -> None:
     assert retry_after_seconds(httpx.Response(429, headers={"Retry-After": "soon"})) is None
     past = format_datetime(datetime.now(UTC) - timedelta(seconds=30), usegmt=True)
     assert retry_after_seconds(httpx.Response(429, headers={"Retry-After": past})) == 0
+
+
+def test_a_retry_after_of_a_day_is_capped() -> None:
+    assert retry_after_seconds(httpx.Response(429, headers={"Retry-After": "86400"})) == MAX_RETRY_AFTER
+    tomorrow = format_datetime(datetime.now(UTC) + timedelta(days=1), usegmt=True)
+    assert retry_after_seconds(httpx.Response(503, headers={"Retry-After": tomorrow})) == MAX_RETRY_AFTER
+
+
+@respx.mock
+async def test_a_long_retry_after_ends_the_request_as_transient_instead_of_waiting_in_it(
+        bc: BusinessCentralClient) -> None:
+    """Waiting minutes inside one run would hold its record lease and a worker slot (and the broker delivery):
+    the event waits in a delay queue instead, without spending its retry budget."""
+    r = route().mock(side_effect=[httpx.Response(429, headers={"Retry-After": "120"}, json=ERROR),
+                                  httpx.Response(200, json={"value": []})])
+    started = time.monotonic()
+    with pytest.raises(ApiError) as raised:
+        [row async for row in bc.list("customers")]
+    assert time.monotonic() - started < 5 and r.call_count == 1
+    assert raised.value.status == 429 and is_transient(raised.value)
 
 
 @respx.mock
