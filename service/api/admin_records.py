@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+from aio_pika.abc import AbstractIncomingMessage
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,7 +20,14 @@ from service.logging import get_logger
 from service.matching import REPORT_IDS, match_and_couple
 from service.store import couplings, synclog
 from service.store.models import SyncError
-from service.topology import MAPPING_HEADER
+from service.topology import (
+    ATTEMPT_HEADER,
+    ERROR_HEADER,
+    FAILING_SINCE_HEADER,
+    MAPPING_HEADER,
+    TRANSIENT_HEADER,
+    Topology,
+)
 
 log = get_logger(__name__)
 router = APIRouter(prefix="/admin", tags=["admin: records"], dependencies=[Depends(require_admin)])
@@ -204,21 +213,120 @@ async def dismiss(error_id: RowId, db: DatabaseDep) -> None:
         error.state = "dismissed"
 
 
-@router.post("/dead-letters/redrive")
+# --- dead letters --------------------------------------------------------------------------------------------
+
+REDRIVE_SKIPPED_HEADER = "bcsync-redrive-skipped"  # on a dead letter the re-drive kept: why it could not be placed
+# Headers that only describe the dead-lettering or the worker's last round: a re-driven event starts afresh.
+_SPENT_HEADERS = (ERROR_HEADER, TRANSIENT_HEADER, FAILING_SINCE_HEADER, REDRIVE_SKIPPED_HEADER)
+# The broker's per-queue delivery counters (quorum queues): they describe the dead-letter queue, not the event.
+_QUEUE_COUNTERS = ("x-delivery-count", "x-acquired-count")
+NO_MAPPING = "no_mapping"  # nothing in the message names a mapping
+UNKNOWN_MAPPING = "unknown_mapping"  # it names a mapping this release does not have
+
+
+class RedriveResult(BaseModel):
+    redriven: int = Field(description="dead letters put back on their mapping's queue")
+    kept: int = Field(description="dead letters that name no known mapping: left at the end of the dead-letter "
+                                  f"queue with a `{REDRIVE_SKIPPED_HEADER}` header saying why")
+    kept_reasons: dict[str, int] = Field(description=f"kept dead letters by reason ({NO_MAPPING}, {UNKNOWN_MAPPING})")
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return None
+    return value if isinstance(value, str) else None
+
+
+def _death_queues(headers: dict[str, Any]) -> list[str]:
+    """The queues a message was dead-lettered from, the latest first: the `x-death` entries (newest first,
+    RabbitMQ's order), then `x-last-death-queue` (3.13+) and `x-first-death-queue`."""
+    deaths = headers.get("x-death")
+    queues = [_text(d.get("queue")) for d in deaths if isinstance(d, dict)] if isinstance(deaths, list) else []
+    queues += [_text(headers.get("x-last-death-queue")), _text(headers.get("x-first-death-queue"))]
+    return [q for q in queues if q]
+
+
+def dead_letter_mapping(headers: dict[str, Any], routing_key: str | None, topology: Topology) -> tuple[str | None, str]:
+    """The mapping a dead letter belongs to, or None and why not (`no_mapping`, `unknown_mapping: <name>`).
+    In order: the `bcsync-mapping` header (the worker's dead letters, and retries); the mapping queue it was
+    dead-lettered from (`x-death`: a quorum queue past its delivery limit — those carry no header of ours);
+    the routing key (the worker dead-letters with the mapping's name, the api publishes to the queue's name)."""
+    prefix = topology.mapping_queue("")
+    claims: list[str] = []  # the mapping names the message itself states
+    header = _text(headers.get(MAPPING_HEADER))
+    if header:
+        claims.append(header)
+    claims += [queue.removeprefix(prefix) for queue in _death_queues(headers) if queue.startswith(prefix)]
+    if routing_key and routing_key.startswith(prefix):
+        claims.append(routing_key.removeprefix(prefix))
+    for name in [*claims, routing_key or ""]:  # a routing key such as `dataverse.account` states nothing
+        if name in BY_NAME:
+            return name, ""
+    return (None, f"{UNKNOWN_MAPPING}: {claims[0][:64]}") if claims else (None, NO_MAPPING)
+
+
+async def _move(broker: Broker, message: AbstractIncomingMessage, mapping: str | None, why: str) -> None:
+    """Publish a dead letter to its mapping's queue, afresh; or, when it has none, to the end of the
+    dead-letter queue with the reason. Returns once the broker confirmed it."""
+    topology, headers = broker.topology, dict(message.headers)
+    if mapping is not None:
+        target = topology.mapping_queue(mapping)
+        headers = {k: v for k, v in headers.items() if not k.startswith("x-") and k not in _SPENT_HEADERS}
+        headers.update({MAPPING_HEADER: mapping, ATTEMPT_HEADER: 0})
+    else:
+        target = topology.dead_queue  # through the default exchange: nothing else bound to `<ns>.dead` gets it
+        headers = {k: v for k, v in headers.items() if k not in _QUEUE_COUNTERS}
+        headers[REDRIVE_SKIPPED_HEADER] = why
+    await broker.publish("", target, message.body, message_id=message.message_id or "",
+                         correlation_id=message.correlation_id or "", headers=headers)
+
+
+@router.post("/dead-letters/redrive", responses={503: {}})
 async def redrive_dead_letters(broker: BrokerDep, limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
-                               ) -> dict[str, int]:
-    """Put dead-lettered events back on their mapping's queue (after the cause was fixed)."""
-    if not broker.ready or broker.channel is None:
+                               ) -> RedriveResult:
+    """Put dead-lettered events back on their mapping's queue (after the cause was fixed). Looks at the
+    messages in the dead-letter queue when called (at most `limit`), in order. One that names no known
+    mapping is kept: published again at the end of the dead-letter queue with a `bcsync-redrive-skipped`
+    header saying why, and counted in `kept_reasons`; the ones behind it are re-driven all the same. Every
+    move is confirmed by the broker before the message is taken off the dead-letter queue; nothing is
+    rejected back to it (on RabbitMQ 4 each return counts toward a quorum queue's delivery limit)."""
+    connection = broker.connection
+    if not broker.ready or connection is None:
         raise HTTPException(503, "RabbitMQ is not reachable right now; try again")
-    queue = await broker.channel.get_queue(broker.topology.dead_queue, ensure=False)
-    moved = 0
-    while moved < limit and (message := await queue.get(no_ack=False, fail=False)) is not None:
-        mapping = str(message.headers.get(MAPPING_HEADER, ""))
-        if mapping not in BY_NAME:
-            await message.reject(requeue=True)
-            break
-        await broker.publish("", broker.topology.mapping_queue(mapping), message.body,
-                             message_id=message.message_id or "", correlation_id=message.correlation_id or "")
-        await message.ack()
-        moved += 1
-    return {"redriven": moved}
+    result = RedriveResult(redriven=0, kept=0, kept_reasons={})
+    # A channel of its own: should a move fail, closing it puts the message it holds back in the queue.
+    channel = await connection.channel()
+    try:
+        # (robust=False: a robust channel would answer a repeated passive declare from its cache, count and all)
+        queue = await channel.declare_queue(broker.topology.dead_queue, passive=True, robust=False)
+        waiting = queue.declaration_result.message_count or 0  # what is there now: kept ones go behind it
+        for _ in range(min(waiting, limit)):
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            mapping, why = dead_letter_mapping(message.headers, message.routing_key, broker.topology)
+            await _move(broker, message, mapping, why)
+            await message.ack()
+            if mapping is not None:
+                result.redriven += 1
+                continue
+            reason = why.split(":", 1)[0]
+            result.kept += 1
+            result.kept_reasons[reason] = result.kept_reasons.get(reason, 0) + 1
+            log.warning("dead letter kept: it names no known mapping", reason=why, routing_key=message.routing_key,
+                        death_queues=_death_queues(message.headers)[:3], message_id=message.message_id,
+                        correlation_id=message.correlation_id)
+    except Exception as exc:
+        log.error("dead-letter re-drive stopped", error=f"{type(exc).__name__}: {str(exc)[:200]}",
+                  redriven=result.redriven, kept=result.kept)
+        raise HTTPException(503, f"RabbitMQ did not complete a move ({type(exc).__name__}); re-driven "
+                                 f"{result.redriven} and kept {result.kept} so far; the message being moved stays "
+                                 "in the dead-letter queue; try again") from exc
+    finally:
+        with contextlib.suppress(Exception):
+            await channel.close()
+    log.info("dead letters re-driven", redriven=result.redriven, kept=result.kept, kept_reasons=result.kept_reasons)
+    return result
