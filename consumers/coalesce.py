@@ -15,6 +15,12 @@ The events that were folded in are acknowledged when the run that covers them en
 failure sends every one of them to the retry path, as if each had run alone. Accounting: each pass stands for
 one event; the others folded in had no pass of their own, and `run` returns how many, so that passes + those
 = events.
+
+A run that is cancelled (its handler timed out, or aiormq cancelled it with its broken connection) hands its
+followers `RunInterrupted`, a transient failure, and not its cancellation: a follower's delivery may well be on
+a live channel (RabbitMQ redelivers on the new connection while the old one's handlers are still being
+cancelled), and a cancelled handler neither acknowledges nor retries, which would leave the message
+unacknowledged until the broker's consumer_timeout. With a failure the follower takes the retry path.
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
+
+
+class RunInterrupted(ConnectionError):
+    """The run an event folded into was cancelled before it covered the event: try again (transient)."""
 
 
 @dataclass
@@ -63,7 +73,9 @@ class Coalescer:
                 absorbed = await self._rerun(current, job)
                 return 0 if absorbed is None else current.before + absorbed
         except asyncio.CancelledError:
-            current.finished.cancel()
+            if not current.finished.done():
+                current.finished.set_exception(RunInterrupted(f"the run of {key!r} was cancelled"))
+                current.finished.exception()  # retrieved here: followers may be none
             raise
         except BaseException as exc:
             current.finished.set_exception(exc)

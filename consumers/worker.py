@@ -1,14 +1,16 @@
 """`bcsync worker`: consume every mapping queue, apply each event, retry with back-off, dead-letter.
 
-A message is acknowledged only after its handler succeeded, or after it was re-published to a delay
+A message is acknowledged only after its handler succeeded, or after it was re-published to a wait
 queue (retry) or to the dead-letter exchange (retry budget spent): a crash at any point redelivers it,
-never loses it. The worker also runs an outbox relay, so events accepted by an api replica that died
-before relaying them are published anyway.
+never loses it. Every worker also moves the retries of every worker back to their mapping queues when they
+are due (consumers/retry_waits.py), and runs an outbox relay, so events accepted by an api replica that
+died before relaying them are published anyway.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -20,6 +22,7 @@ from pydantic import ValidationError
 
 from consumers.errors import MappingHeld, RecordBusy
 from consumers.handlers import HANDLERS, Handler
+from consumers.retry_waits import RetryWaits, still_ours
 from schemas.events import ChangeEvent
 from schemas.mappings import BY_NAME, TableMapping
 from service.broker import Broker
@@ -27,9 +30,18 @@ from service.connectors.http import is_transient
 from service.logging import get_logger
 from service.metrics import DEAD_LETTERS
 from service.relay import OutboxRelay
-from service.topology import ATTEMPT_HEADER, ERROR_HEADER, FAILING_SINCE_HEADER, MAPPING_HEADER, TRANSIENT_HEADER
+from service.topology import (
+    ATTEMPT_HEADER,
+    DUE_HEADER,
+    ERROR_HEADER,
+    FAILING_SINCE_HEADER,
+    MAPPING_HEADER,
+    TRANSIENT_HEADER,
+)
 
 log = get_logger(__name__)
+
+PASS_ON_ATTEMPTS, PASS_ON_PAUSE = 5, 1.0  # publishing a retry, dead letter or held event in a message's place
 
 
 class Worker:
@@ -110,13 +122,10 @@ class Worker:
     async def _back_to_queue(self, mapping: TableMapping, message: AbstractIncomingMessage) -> None:
         """Put a message of a held mapping at the back of its queue. Published again rather than nacked: a
         quorum queue counts every requeue toward its delivery limit, and the hold may last long."""
-        await self.broker.publish("", self.broker.topology.mapping_queue(mapping.name), message.body,
-                                  message_id=message.message_id or "", correlation_id=message.correlation_id or "",
-                                  headers=dict(message.headers))
-        await message.ack()
+        await self._pass_on(message, "", self.broker.topology.mapping_queue(mapping.name), dict(message.headers))
 
     async def _retry(self, mapping: TableMapping, message: AbstractIncomingMessage, error: Exception) -> None:
-        """Send the message round a delay queue. Three kinds of failure:
+        """Send the message round a wait queue. Three kinds of failure:
         - busy (another run holds the record): the shortest delay, nothing counted;
         - transient (no answer, 408, 429, 5xx, the store or a held dependency away): it says nothing about the
           record, so it does not spend the retry budget; it waits the delays in turn, then the longest one
@@ -155,27 +164,46 @@ class Worker:
         await self._wait(message, delay_or_none, out)
 
     async def _wait(self, message: AbstractIncomingMessage, delay: int, headers: dict[str, Any]) -> None:
-        await self.broker.publish(
-            "", self.broker.topology.delay_queue(delay), message.body,
-            message_id=message.message_id or "", correlation_id=message.correlation_id or "", headers=headers,
-        )
-        await message.ack()
+        """Into the wait queue of `delay`, due then: a worker's RetryWaits moves it back to the mapping queue."""
+        due = int(time.time() * 1000) + delay * 1000
+        await self._pass_on(message, "", self.broker.topology.delay_queue(delay), {**headers, DUE_HEADER: due})
 
     async def _dead_letter(
         self, mapping: TableMapping, message: AbstractIncomingMessage, reason: str, attempt: int
     ) -> None:
         log.error("event dead-lettered", attempts=attempt, error=reason)
-        await self.broker.publish(
-            self.broker.topology.dead_exchange, mapping.name, message.body,
-            message_id=message.message_id or "", correlation_id=message.correlation_id or "",
-            headers={MAPPING_HEADER: mapping.name, ATTEMPT_HEADER: attempt, ERROR_HEADER: reason},
-        )
-        DEAD_LETTERS.labels(mapping.name).inc()
+        if await self._pass_on(message, self.broker.topology.dead_exchange, mapping.name,
+                               {MAPPING_HEADER: mapping.name, ATTEMPT_HEADER: attempt, ERROR_HEADER: reason}):
+            DEAD_LETTERS.labels(mapping.name).inc()
+
+    async def _pass_on(self, message: AbstractIncomingMessage, exchange: str, routing_key: str,
+                       headers: dict[str, Any]) -> bool:
+        """Publish (confirmed) in the message's place, then acknowledge it. A refused publish is tried again a few
+        times: RabbitMQ also returns as unroutable a message for a quorum queue whose leader is being elected
+        again after a node loss. Still refused: the message goes back to its queue (nack) and comes round again,
+        rather than staying unacknowledged until consumer_timeout. False when it was not passed on."""
+        for attempt in range(1, PASS_ON_ATTEMPTS + 1):
+            if not still_ours(message):
+                return False  # its channel closed: RabbitMQ delivers it again
+            try:
+                await self.broker.publish(exchange, routing_key, message.body, message_id=message.message_id or "",
+                                          correlation_id=message.correlation_id or "", headers=headers)
+                break
+            except Exception as exc:
+                log.warning("could not publish; trying again", queue=routing_key or exchange, attempt=attempt,
+                            error=f"{type(exc).__name__}: {exc}"[:200])
+                await asyncio.sleep(PASS_ON_PAUSE)
+        else:
+            with contextlib.suppress(Exception):  # a closed channel has given it back already
+                await message.nack(requeue=True)
+            return False
         await message.ack()
+        return True
 
 
 def transient_failure(error: BaseException) -> bool:
-    """Failures that say nothing about the record: the same run may well succeed later."""
+    """Failures that say nothing about the record: the same run may well succeed later (among them
+    `consumers.coalesce.RunInterrupted`, a ConnectionError: the run this event folded into was cancelled)."""
     if isinstance(error, (MappingHeld, TimeoutError, ConnectionError)):
         return True
     if isinstance(error, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
@@ -197,8 +225,11 @@ async def run_worker(broker: Broker, relay: OutboxRelay, prefetch: int, stop: as
     """Connect, consume until `stop` is set, then stop consuming and let in-flight messages finish.
     `background` gives coroutines to run beside the consumers (settings refresh, jobs)."""
     tasks = [asyncio.create_task(relay.run())]
+    waits: RetryWaits | None = None
     try:
         await broker.connect_forever()
+        waits = RetryWaits(broker)
+        await waits.start()
         worker = Worker(broker, prefetch, handlers, handler_timeout=handler_timeout,
                         transient_hours=transient_hours)
         tasks += [asyncio.create_task(c) for c in (background(worker) if background else [])]
@@ -207,6 +238,8 @@ async def run_worker(broker: Broker, relay: OutboxRelay, prefetch: int, stop: as
         await worker.stop()
         await asyncio.sleep(0.5)  # let handlers that already started finish and ack
     finally:
+        if waits is not None:  # what it holds goes back to the wait queues, for the other workers
+            await waits.stop()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

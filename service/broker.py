@@ -61,7 +61,7 @@ class Broker:
         self.connection, self.channel = connection, channel
         log.info("broker connected", namespace=self.topology.namespace)
         if waiting:
-            log.info("classic delay queues of an earlier release still hold retries; deleted once empty",
+            log.info("TTL delay queues of an earlier release still hold retries; deleted once empty",
                      queues=waiting)
 
     async def connect_forever(self, max_delay: float = 5.0) -> None:

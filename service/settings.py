@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "BCSYNC_"
 _TAG = re.compile(r"[A-Za-z0-9_.-]{16,64}")
+MAX_RETRY_DELAY = 1200  # seconds; see Settings._delays
 
 
 class Settings(BaseSettings):
@@ -120,6 +121,11 @@ class Settings(BaseSettings):
         parts = [p.strip() for p in value.split(",") if p.strip()]
         if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
             raise ValueError("a comma-separated list of positive whole seconds")
+        # A retry waits unacknowledged in a worker (consumers/retry_waits.py) for up to its delay: it must stay
+        # well below RabbitMQ's consumer_timeout (30 min by default), which would close the channel.
+        if too_long := [p for p in parts if int(p) > MAX_RETRY_DELAY]:
+            raise ValueError(f"each delay at most {MAX_RETRY_DELAY} s (a retry waits unacknowledged in a worker, "
+                             f"well below RabbitMQ's consumer_timeout of 1800 s); too long: {', '.join(too_long)}")
         return ",".join(parts)
 
     @property

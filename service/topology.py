@@ -3,20 +3,28 @@
 - `<ns>.events` (topic): change events, routing key `<source>.<entity>`.
 - `<ns>.mapping.<NAME>` (quorum): one per table mapping, bound to the routing keys of its tables, so a
   mapping can be held (its consumer stops, its events wait) independently of the others.
-- `<ns>.wait.<N>s` (quorum, TTL N s): retry with back-off; expired messages dead-letter into `<ns>.retry`
-  (headers exchange), which routes them back by their `bcsync-mapping` header. Replicated like the mapping
-  queues, and dead-lettering *at least once* (`x-dead-letter-strategy`, which needs `x-overflow:
-  reject-publish`): the queue keeps a message until the mapping queue confirmed it, so neither a node lost
-  while an event waits nor one lost while it moves back drops the event (RabbitMQ docs, "Quorum Queues" /
-  "At-least-once dead-lettering", 3.10+; message TTL on quorum queues, 3.10+). Installations from before
-  used classic `<ns>.delay.<N>s` queues (single node, at-most-once): they are left to drain (their messages
-  still expire into `<ns>.retry`) and deleted once empty.
-- `<ns>.dead` (fanout) → `<ns>.dead-letters` (quorum): events past their retry budget, and messages a
-  quorum queue gave up on after `DELIVERY_LIMIT` redeliveries (a worker crashing on them).
+- `<ns>.retry.<N>s` (quorum, no TTL, no dead-lettering): retries waiting N s. The worker publishes a failed
+  event there with its due time (`bcsync-due-at`, epoch ms); every worker consumes these queues and, when a
+  message is due, publishes it back to its mapping queue (by its `bcsync-mapping` header) and only then
+  acknowledges it (consumers/retry_waits.py). One fixed delay per queue keeps a queue in due order.
+  Replicated like the mapping queues, so a retry survives the loss of a node; the move back is the worker's,
+  not the broker's, because RabbitMQ 3.10.8's at-least-once dead-lettering of a quorum queue stalls for good
+  once the queue's leader is lost (docs/reliability.md, findings), and a classic queue lives on one node.
+- `<ns>.retry` (headers): routes by the `bcsync-mapping` header to the mapping queues. Only the wait queues of
+  earlier releases dead-letter into it (below); kept so that they drain.
+- `<ns>.dead` (fanout) → `<ns>.dead-letters` (quorum): events past their retry budget, retries whose mapping
+  is unknown, and messages a quorum queue gave up on after `DELIVERY_LIMIT` redeliveries (a worker crashing on
+  them).
+
+Earlier releases waited with broker TTLs: classic `<ns>.delay.<N>s` queues (one node, at-most-once), then
+quorum `<ns>.wait.<N>s` queues (at-least-once dead-lettering). Both expire into `<ns>.retry`: they are left to
+drain and deleted once empty (`drop_legacy_delay_queues`). The new name keeps the declaration of the new
+queues from clashing with theirs (a redeclare with other arguments is refused).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +38,7 @@ ATTEMPT_HEADER = "bcsync-attempt"
 ERROR_HEADER = "bcsync-error"
 TRANSIENT_HEADER = "bcsync-transient-waits"  # transient failures so far (they do not spend the retry budget)
 FAILING_SINCE_HEADER = "bcsync-failing-since"  # epoch seconds of the first transient failure
+DUE_HEADER = "bcsync-due-at"  # epoch milliseconds when a retry in a wait queue goes back to its mapping queue
 DELIVERY_LIMIT = 20
 
 
@@ -58,11 +67,16 @@ class Topology:
         return f"{self.namespace}.mapping.{mapping}"
 
     def delay_queue(self, seconds: int) -> str:
-        return f"{self.namespace}.wait.{seconds}s"
+        """The wait queue of retries delayed `seconds` (consumers/retry_waits.py moves them back)."""
+        return f"{self.namespace}.retry.{seconds}s"
 
     def legacy_delay_queue(self, seconds: int) -> str:
-        """The classic delay queues of earlier releases (drained, then deleted)."""
+        """The classic TTL delay queues of earlier releases (drained, then deleted)."""
         return f"{self.namespace}.delay.{seconds}s"
+
+    def legacy_wait_queue(self, seconds: int) -> str:
+        """The quorum TTL wait queues (at-least-once dead-lettering) that came after them (drained, then deleted)."""
+        return f"{self.namespace}.wait.{seconds}s"
 
     @property
     def delay_queues(self) -> list[str]:
@@ -73,34 +87,37 @@ class Topology:
         return self.retry_delays[attempt - 1] if attempt <= len(self.retry_delays) else None
 
 
-def delay_arguments(topology: Topology, seconds: int) -> dict[str, Any]:
-    return {
-        "x-queue-type": "quorum",
-        "x-message-ttl": seconds * 1000,
-        "x-dead-letter-exchange": topology.retry_exchange,
-        "x-dead-letter-strategy": "at-least-once",
-        "x-overflow": "reject-publish",  # required by at-least-once dead-lettering
-    }
+# No TTL and no dead-letter exchange: the worker moves a message back when it is due. `reject-publish`: a
+# queue at a length limit (none is set; a policy may add one) refuses new retries, and the publisher's confirm
+# fails, so the retry is not acknowledged and comes back, rather than the head being dropped unseen.
+WAIT_ARGUMENTS: dict[str, Any] = {"x-queue-type": "quorum", "x-overflow": "reject-publish"}
 
 
 async def drop_legacy_delay_queues(connection: AbstractConnection, topology: Topology) -> list[str]:
-    """Delete the classic delay queues of an earlier release once they are empty; the names still waiting.
-    Each check runs on a channel of its own: a passive declare of a missing queue closes its channel."""
+    """Delete the TTL delay queues of earlier releases (`<ns>.delay.<N>s`, `<ns>.wait.<N>s`) once they are empty;
+    the names still waiting. Each check runs on a channel of its own: a passive declare of a missing queue
+    closes its channel. The classic ones are deleted `if_empty` (atomic). Quorum queues refuse that flag (with a
+    connection error), so for `<ns>.wait.<N>s` the check and the delete are two steps: safe once no worker of
+    that version publishes into them. Their count leaves out messages stuck dead-lettered-but-unconfirmed by the
+    3.10.8 stall (`messages_dlx` in `rabbitmqctl list_queues`), which go with the queue."""
     waiting: list[str] = []
-    for seconds in topology.retry_delays:
-        name = topology.legacy_delay_queue(seconds)
+    names = [(topology.legacy_delay_queue(s), True) for s in topology.retry_delays]
+    names += [(topology.legacy_wait_queue(s), False) for s in topology.retry_delays]
+    for name, classic in names:
         channel = await connection.channel()
         try:
             queue = await channel.declare_queue(name, passive=True)
-        except aio_pika.exceptions.ChannelClosed:
-            continue  # not there (the usual case)
-        try:
-            if queue.declaration_result.message_count:
+            declared = queue.declaration_result
+            if declared.message_count or (not classic and declared.consumer_count):
                 waiting.append(name)  # its messages expire into the retry exchange within `seconds`
             else:
-                await queue.delete(if_unused=False, if_empty=True)
+                await queue.delete(if_unused=False, if_empty=classic)
+        except aio_pika.exceptions.ChannelClosed:
+            pass  # not there (the usual case)
         finally:
-            if not channel.is_closed:
+            # Also when the broker closed it: a robust channel reopens itself, and would stay open (and be
+            # restored after every reconnect) unless closed here.
+            with contextlib.suppress(Exception):
                 await channel.close()
     return waiting
 
@@ -115,8 +132,7 @@ async def declare(channel: AbstractChannel, topology: Topology) -> dict[str, Abs
     )
     await dead_queue.bind(dead)
     for seconds in topology.retry_delays:
-        await channel.declare_queue(topology.delay_queue(seconds), durable=True,
-                                    arguments=delay_arguments(topology, seconds))
+        await channel.declare_queue(topology.delay_queue(seconds), durable=True, arguments=WAIT_ARGUMENTS)
     queues: dict[str, AbstractQueue] = {}
     for mapping in MAPPINGS:
         queue = await channel.declare_queue(

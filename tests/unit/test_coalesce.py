@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from consumers.coalesce import Coalescer
+from consumers.coalesce import Coalescer, RunInterrupted
+from consumers.worker import transient_failure
 
 
 class SlowJob:
@@ -85,6 +86,40 @@ async def test_a_cancelled_follower_does_not_cancel_the_run() -> None:
     job.gate.set()
     assert await first == 0  # the re-run went ahead; it stands for the (cancelled) follower
     assert follower.cancelled()
+
+
+async def test_a_cancelled_run_hands_its_followers_a_transient_failure_not_its_cancellation() -> None:
+    """Issue 13 (5): aiormq cancels the handlers of a broken connection while RabbitMQ already redelivers on the
+    new one; a redelivered event that folded into a cancelled run must take the retry path (a cancelled handler
+    neither acknowledges nor retries: its message would stay unacknowledged until consumer_timeout)."""
+    coalescer, job = Coalescer(), SlowJob()
+    first = asyncio.create_task(coalescer.run("order-1", job, False))
+    await asyncio.sleep(0)
+    follower = asyncio.create_task(coalescer.run("order-1", job, False))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    with pytest.raises(RunInterrupted) as interrupted:
+        await follower
+    assert not follower.cancelled() and transient_failure(interrupted.value)  # the worker retries it
+    job.gate.set()
+    assert await coalescer.run("order-1", job, False) == 0  # the record runs again, on its own
+    assert job.runs == [False, False]
+
+
+async def test_a_run_cancelled_during_its_rerun_fails_the_folded_events_transiently() -> None:
+    coalescer, job = Coalescer(), SteppedJob()
+    first = asyncio.create_task(coalescer.run("order-1", job, False))
+    await asyncio.sleep(0)
+    during = asyncio.create_task(coalescer.run("order-1", job, False))  # needs a re-run
+    await job.step()  # the first pass ends well; the re-run begins
+    assert len(job.runs) == 2
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    with pytest.raises(RunInterrupted):
+        await during
 
 
 async def test_a_failed_rerun_fails_only_the_folded_events() -> None:

@@ -31,6 +31,7 @@ def test_derived_urls(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     ("name", "value"),
     [("BCSYNC_PORT", "eighty"), ("BCSYNC_NAMESPACE", "has space"), ("BCSYNC_RECONCILE_MINUTES", "-1"),
      ("BCSYNC_DATAVERSE_URL", "not a url"), ("BCSYNC_LOG_LEVEL", "LOUD"), ("BCSYNC_RETRY_DELAYS", "1,x"),
+     ("BCSYNC_RETRY_DELAYS", "1,5,1800"), ("BCSYNC_HANDLER_TIMEOUT_SECONDS", "3600"),
      ("BCSYNC_DATABASE_URL", "not a url"), ("BCSYNC_DATABASE_URL", "mysql://u@h/db")],
 )
 def test_an_invalid_setting_names_its_variable(clean_env: None, monkeypatch: pytest.MonkeyPatch, name: str,
