@@ -286,6 +286,7 @@ class SyncEngine:
 
     async def _apply(self, rule: Rule, side: str, record_id: str, coupling: Coupling | None, deleted: bool,
                      record: dict[str, Any] | None, kind: str, lease: Lease) -> Applied:
+        listed = record is not None  # the caller's copy (a listing's), not read under this lease
         if deleted and record is None:  # a delete notice is a claim: only the source can say the record is gone
             record = await rule.read(side, record_id)
             if record is not None:
@@ -307,6 +308,17 @@ class SyncEngine:
             raise Skip(f"{rule.name} does not synchronize toward {other}")
         payload = await rule.values(other, record)
         source_hash = digest(payload)
+        if listed and coupling is not None and _hash(coupling, side) != source_hash:
+            # A listing's copy (reconciliation, full synchronization) may be older than what a live run applied
+            # after it was listed. Written as it is, it would set the other side back, and no conflict would show
+            # (the coupling holds the newer hashes): what is written is the record as it is now, under the lease.
+            record = await rule.read(side, record_id)
+            if record is None:
+                return await self._deleted(rule, side, record_id, coupling)
+            if not rule.included(side, record):
+                raise Skip("excluded by the mapping's filter")
+            payload = await rule.values(other, record)
+            source_hash = digest(payload)
         source_modified = rule.modified(side, record)
         result = "modified"
         if coupling is None and not deleted:

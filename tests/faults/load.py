@@ -4,10 +4,13 @@ A human works in both systems through the sandboxes' control endpoints (which no
 Sales they create accounts and contacts under those accounts, in Business Central customers and items, and
 between creations they update earlier records on their source side. Every record carries a unique key on
 both sides (account/customer/item name, contact e-mail), so the check can count, per key, the records on
-each side and the couplings, and compare the destination's fields with the last value written at the source.
+each side and the couplings, and compare the destination's fields — and the source's: the integration must never
+write over the human — with the last value written at the source.
 
 `Load.verify()` answers with a `Verdict`: which records are not (yet) at their final values at the
-destination, which keys exist more than once on either side, which couplings are doubled.
+destination, which keys exist more than once on either side, which couplings are doubled. `Load.observe()`
+(called by every verify, and every half second by the cases that ask for it) finds values set back: a side that
+showed a record's newer value and later an older one.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ class Record:
     value: Any  # the last value the human wrote into the updated field (at the source)
     changes: int = 1  # the creation and every update
     last_change: float = 0.0  # time.monotonic() of the last change
+    history: list[Any] = field(default_factory=list)  # every value written, in order (each one is unique)
+    shown: dict[str, int] = field(default_factory=dict)  # side -> newest index of `history` seen there
 
 
 @dataclass
@@ -106,6 +111,12 @@ class Load:
         self.errors: list[str] = []
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # One change at a time: a case's own edit (`touch`) and the load's must reach the sandbox in the order
+        # their values are recorded, or the check would expect a value that an earlier write overtook.
+        self._changing = asyncio.Lock()
+        self.touches = 0
+        self.setbacks: list[str] = []  # values seen replaced by older ones (see `observe`)
+        self.looks = 0
         self.started_at = self.stopped_at = 0.0
 
     @property
@@ -131,7 +142,8 @@ class Load:
         while not self._stop.is_set():
             step = ROUND[self.ops % len(ROUND)]
             try:
-                await (self._update() if step == "update" else self._create(step))
+                async with self._changing:
+                    await (self._update() if step == "update" else self._create(step))
             except Exception as exc:  # a human's change refused by the sandbox is a defect of the test
                 self.errors.append(f"{step}: {type(exc).__name__}: {exc}"[:500])
             self.ops += 1
@@ -160,7 +172,8 @@ class Load:
             source_id = await dv.create("contacts", {
                 "firstname": "Fault", "lastname": f"Contact {n:03d}", "emailaddress1": key, "mobilephone": value,
                 "parentcustomerid_account@odata.bind": f"/accounts({parent.source_id})"})
-        self.records.append(Record(kind, key, str(source_id).lower(), value, last_change=time.monotonic()))
+        self.records.append(Record(kind, key, str(source_id).lower(), value, last_change=time.monotonic(),
+                                   history=[value]))
 
     async def _update(self) -> None:
         updates = self.ops // len(UPDATE_ORDER)  # how many updates came before this one (every other op)
@@ -169,20 +182,32 @@ class Load:
         if not candidates:
             return
         record = candidates[(updates // len(UPDATE_ORDER)) % len(candidates)]
+        await self._change(record, self.ops)
+
+    async def touch(self, record: Record) -> None:
+        """An edit of `record` at its source now, besides the timetable (a case's own later edit, which must
+        arrive like any other). Values from 9000 on: never one the load writes."""
+        async with self._changing:
+            self.touches += 1
+            await self._change(record, 9000 + self.touches)
+
+    async def _change(self, record: Record, n: int) -> None:
         bc, dv = self.stack.bc, self.stack.dv
+        kind_name = record.kind.name
         if kind_name == "account":
-            value: Any = f"+1 556 {self.ops:04d}"
+            value: Any = f"+1 556 {n:04d}"
             await dv.update("accounts", record.source_id, {"telephone1": value})
         elif kind_name == "customer":
-            value = f"+44 21 {self.ops:04d}"
+            value = f"+44 21 {n:04d}"
             await bc.patch("customers", record.source_id, {"phoneNumber": value})
         elif kind_name == "item":
-            value = float(500 + self.ops)
+            value = float(500 + n)
             await bc.patch("items", record.source_id, {"unitPrice": value})
         else:
-            value = f"+1 558 {self.ops:04d}"
+            value = f"+1 558 {n:04d}"
             await dv.update("contacts", record.source_id, {"mobilephone": value})
         record.value, record.changes, record.last_change = value, record.changes + 1, time.monotonic()
+        record.history.append(value)
 
     # ---- checking -------------------------------------------------------------------------------------
     async def rows(self) -> dict[tuple[str, str], list[Json]]:
@@ -210,9 +235,42 @@ class Load:
             found[mapping] = rows
         return found
 
+    def observe(self, rows: dict[tuple[str, str], list[Json]]) -> None:
+        """One look at both sides: a record showing, on either side, a value older than one it showed at an
+        earlier look was set back — an older version written over a newer one — even if a later write heals it
+        before the end. Each value the load writes is unique, so its place in the record's history is known."""
+        self.looks += 1
+        for record in self.records:
+            kind = record.kind
+            for side, table, key_field, field_name in (("bc", kind.bc_set, kind.bc_key, kind.bc_field),
+                                                      ("dataverse", kind.dv_set, kind.dv_key, kind.dv_field)):
+                found = [r for r in rows[side, table] if _key(r.get(key_field)) == _key(record.key)]
+                if len(found) != 1:
+                    continue
+                value = found[0].get(field_name)
+                index = next((i for i, v in enumerate(record.history) if same(value, v)), None)
+                if index is None:  # not there yet, or a change whose value is being recorded just now
+                    continue
+                newest = record.shown.get(side, -1)
+                if index < newest:
+                    setback = (f"{record.key} at {'BC' if side == 'bc' else 'Sales'}: "
+                               f"{record.history[newest]!r} set back to {value!r}")
+                    if setback not in self.setbacks:  # counted once, however many looks see it
+                        self.setbacks.append(setback)
+                record.shown[side] = max(newest, index)
+
+    async def observe_until(self, stop: asyncio.Event, every: float = 0.5) -> None:
+        """`observe` every `every` seconds until `stop` is set."""
+        while not stop.is_set():
+            with contextlib.suppress(Exception):  # a look that fails is only a look less
+                self.observe(await self.rows())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+
     async def verify(self) -> Verdict:
         """Compare both systems with what the human did."""
         rows, coupled = await asyncio.gather(self.rows(), self.couplings())
+        self.observe(rows)
         coupled_ids = {m: {str(r["bc_id"]).lower() for r in v} | {str(r["dataverse_id"]).lower() for r in v}
                        for m, v in coupled.items()}
         verdict = Verdict(sent=self.sent, arrived=0)
@@ -224,7 +282,13 @@ class Load:
                 if len(found) > 1:
                     verdict.duplicated[f"{side} {record.key}"] = len(found)
             destination, field_name = (on_dv, kind.dv_field) if kind.origin == "bc" else (on_bc, kind.bc_field)
-            if not destination:
+            source, source_field = (on_bc, kind.bc_field) if kind.origin == "bc" else (on_dv, kind.dv_field)
+            if not source:  # nothing the load does removes a record: only a delete by the integration could
+                verdict.missing[record.key] = "gone from its source (deleted)"
+            elif not same(source[0].get(source_field), record.value):  # the integration wrote over the human
+                verdict.missing[record.key] = (f"{source_field} = {source[0].get(source_field)!r} at the source, "
+                                               f"where the human wrote {record.value!r}")
+            elif not destination:
                 verdict.missing[record.key] = "not at the destination"
             elif not same(destination[0].get(field_name), record.value):
                 verdict.missing[record.key] = (f"{field_name} = {destination[0].get(field_name)!r}, "
@@ -239,6 +303,20 @@ class Load:
                 verdict.coupling_duplicates |= {f"{mapping} {side} {k}": n for k, n in counts.items() if n > 1}
         return verdict
 
+    async def census(self) -> dict[str, dict[str, int]]:
+        """Per kind: the records the load made, and how many rows carrying their keys each side holds and how
+        many of them are coupled (a record deleted on either side, or a coupling removed, shows here)."""
+        rows, coupled = await asyncio.gather(self.rows(), self.couplings())
+        out: dict[str, dict[str, int]] = {}
+        for kind in KINDS.values():
+            mine = {_key(r.key) for r in self.by_kind(kind.name)}
+            on_bc = [r for r in rows["bc", kind.bc_set] if _key(r.get(kind.bc_key)) in mine]
+            on_dv = [r for r in rows["dataverse", kind.dv_set] if _key(r.get(kind.dv_key)) in mine]
+            pairs = {(str(c["bc_id"]).lower(), str(c["dataverse_id"]).lower()) for c in coupled[kind.mapping]}
+            bc_ids = {str(r["id"]).lower() for r in on_bc}
+            out[kind.name] = {"made": len(mine), "bc": len(on_bc), "dataverse": len(on_dv),
+                              "coupled": sum(1 for b, _ in pairs if b in bc_ids)}
+        return out
 
     async def notified(self) -> set[str]:
         """Keys whose last change reached the api and was answered 2xx (read from the sandboxes' delivery

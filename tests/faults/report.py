@@ -96,11 +96,65 @@ case waits through, and the 3 s of load after; the notes say how soon the servic
 On the same cluster, both systems' APIs answer 500 to the integration until at least 3 events wait in the delay
 (retry) queues (each event fails after the connector's own retries, then goes round the delay queues); the node
 leading the delay queues is then killed with SIGKILL and the APIs answer again 1 s later. The events waiting in
-the delay queues must come back to their mapping queues (expired messages dead-letter into the retry exchange)
-and arrive; the node is restarted as in case 8. Quorum delay queues keep the waiting events on the two other
-nodes; a classic delay queue keeps them on its one node's disk until that node is back (see the findings).
-After the case the suite counts what RabbitMQ still holds (`stranded in broker`): messages left in a delay
-queue, or unacknowledged on a channel while the workers are idle."""),
+the delay queues must come back to their mapping queues (the workers hold each one unacknowledged until it is
+due and then publish it back, consumers/retry_waits.py; before that, expired messages dead-lettered into the
+retry exchange) and arrive; the node is restarted as in case 8. Quorum delay queues keep the waiting events on
+the two other nodes; a classic delay queue keeps them on its one node's disk until that node is back (see the
+findings). After the case the suite counts what RabbitMQ still holds (`stranded in broker`): messages left in a
+delay queue once its longest delay has passed, or unacknowledged on a channel while the workers are idle."""),
+    10: ("Full reconciliations running while records are created", """\
+The workers run with `BCSYNC_FULL_RECONCILE_EVERY=1`, so that every catch-up run also reconciles every mapping
+fully, on both sides. Both systems answer in 100 ms during the fault, as the cloud does (the sandbox alone answers
+in about 1 ms, and a reconciliation would be over before anything changed under it). For 15 s of the load the
+suite asks, every 1.5 s in turn, for a catch-up (`POST /admin/catch-up`, the operator's way to start
+reconciliations) and posts Business Central's unfiltered `collection` notifications for customers and items
+(what BC sends instead of single notifications when too many changes pile up, or after deletes). Each becomes a
+reconciliation job (`reconcile_job`), run under a lease by whichever worker claims it
+(consumers/jobs/reconcile.py), while accounts, contacts, customers and items are created and edited on both
+sides. A reconciliation lists a side and applies each record, then reads again every coupling its listing did
+not show; a record a live run is applying is left to that run, and a coupling is only removed, or a delete
+propagated, when the source answers 404. Beyond the table's figures the case fails when any value was ever set
+back on either side (both sides are read every 0.5 s from the load's start: a side that showed a record's newer
+value and later an older one — healed later or not), when a coupling seen during the case is gone at the end,
+when either system's API served a delete of the load's tables, when the records carrying the load's keys at each
+side and their couplings (counted at the sandboxes) differ from what the load made, or when a reconciliation job
+has not finished (`GET /admin/reconciles`). The check can fail: before the fix in consumers/sync.py (a listed
+copy whose hash differs from the coupling's is read again under the lease), a reconciliation wrote records as it
+had listed them, older than what live runs had applied since, over the other side, and the coupling's newer
+hashes hid it from the conflict check: in the two runs of 2026-12-05 before the fix, values were set back in
+both (phones and prices, in Sales and in BC, human edits at their source included) and 11 and 3 changes were
+lost (`tests/integration`-style reproduction: list, change and apply live, then apply the listed copy)."""),
+    11: ("Forged deletes of existing records, delete policy propagate", """\
+The delete policy of the load's mappings (CUSTOMER, CONTACT, ITEM-PRODUCT) is set to `propagate` (hold, `PATCH
+/admin/mappings/<name>`, resume), the most dangerous one: a record deleted on one side is deleted on the other.
+Then, under load, someone who holds the webhook secrets posts, three times over 7 s, a Dataverse `Delete` message
+(the documented RemoteExecutionContext, as in `dataverse-contact-delete.json`, with the webhook key in our header
+and a salesperson's user id) for the Sales side of every coupled record of the load, and one BC notification batch
+(the documented format, our clientState, a real subscription id) with a `deleted` entry for the BC side of each.
+All of them exist. The api stores them as it stores any authenticated change (it cannot tell a forgery from a real
+message); the engine takes a delete notice for a claim only: it reads the record from the source, and a record
+that is still there is applied as a change (`a delete notice for a record that exists`), so the policy is never
+asked. Afterwards each of those records is edited once more at its source, and those edits must arrive like any
+other. The case fails, beyond the table's figures, on any record deleted at either side, any coupling removed,
+any delete served by the systems' APIs, or any value set back (as case 10). The check can fail: with the engine
+made to trust a delete notice (a patched `SyncEngine._apply`, in the case's processes only), the records were
+deleted on both sides and the load's next edits of them were refused (404)."""),
+    12: ("Destination (BC) down longer than the whole retry schedule", """\
+Business Central answers every API request 503 for 45 s: longer than the whole retry schedule, which the fault
+settings compress to 1 + 2 + 4 + 8 + 15 = 30 s. The 503s carry `Retry-After: 0`, so that a run's six attempts
+in the connector take no time and the schedule is what it says (with the connector's jittered back-off between
+attempts a run took about 10 s under this load, and six runs over a minute: the outage would not have outlasted
+the budget). Those instant attempts, about 5,400 requests, would spend the client-side request budget (6,000 per
+5 min, shared by the two workers) within the outage, and the workers would then wait for the window to slide
+(minutes) before they applied anything; the case raises the budget (`BCSYNC_BC_REQUEST_BUDGET=30000`) to keep
+that out of the picture. Every event that touches BC fails meanwhile: creations and edits from Sales cannot be
+written, customers and items cannot be read. No answer, 408, 429 and 5xx say nothing about the record, so the
+worker sends such an event round the delay queues without spending its retry budget (`transient_failure` in
+consumers/worker.py: the delays in turn, then the longest again and again, for up to
+`BCSYNC_TRANSIENT_RETRY_HOURS`, 24 h by default); after the outage each event comes back within one longest
+delay (15 s here) and arrives. The check can fail: with `transient_failure` made to answer False (every failure
+spends the budget; patched in the case's processes only), 59 events were dead-lettered and 39 changes lost, 13 of
+them accepted with a 202 (run of 2026-12-05 18:24)."""),
 }
 
 # Problems the suite found, with what became of them (keep the history: it is what the suite is for).
@@ -134,9 +188,10 @@ FINDINGS = [
     "'<ns>.delay.1s' ... is down or inaccessible`) once a second until the node was back: in the first runs "
     "(2026-12-05, node kept down 20 s) the workers received nothing for 25-26 s after the kill and the events "
     "accepted meanwhile waited up to 26 s; nothing was lost because the node came back, and its disk with it. "
-    "`test_queues_replicated_on_every_node` fails while any delay queue has fewer replicas than nodes. Being fixed: "
-    "the delay queues become quorum queues with at-least-once dead-lettering (`<ns>.wait.<N>s`); with that change "
-    "(not yet committed) the service consumed again 0.6-1.1 s after the kill in both cases.",
+    "`test_queues_replicated_on_every_node` fails while any delay queue has fewer replicas than nodes. Fixed in "
+    "8bd06e9: the delay queues became quorum queues with at-least-once dead-lettering (`<ns>.wait.<N>s`); with "
+    "that change the service consumed again 0.6-1.1 s after the kill in both cases. Those in turn gave way to "
+    "quorum wait queues without broker dead-lettering (`<ns>.retry.<N>s`, the last finding).",
     "**Events left unacknowledged for good after a node loss (case 9, 3 runs of 10 on 2026-12-05; "
     "consumers/coalesce.py, consumers/worker.py).** When a connection breaks, aiormq cancels the handlers of its "
     "deliveries, channel after channel: in the run of 15:28 up to 0.7 s after the kill, while the robust connection "
@@ -146,9 +201,18 @@ FINDINGS = [
     "re-raises `CancelledError` without acknowledging, rejecting or retrying, so the message stays unacknowledged "
     "on a live channel until RabbitMQ's `consumer_timeout` (30 min) closes it. That run: 23 handlers of "
     "deliveries received after the reconnect were cancelled this way, 15 messages were still unacknowledged at "
-    "the end with both workers idle, 3 records (9 changes) missing 150 s after the fault. Open: a run cancelled "
-    "with its connection should hand its followers a transient failure (or let one of them run), not its "
-    "cancellation.",
+    "the end with both workers idle, 3 records (9 changes) missing 150 s after the fault. Fixed (issue 13 item 5, "
+    "after 4224978): a run that is cancelled hands its followers `RunInterrupted`, a `ConnectionError` and so a "
+    "transient failure, instead of its cancellation (consumers/coalesce.py); the followers take the retry path. "
+    "Two tests in `tests/unit/test_coalesce.py` fail without the fix. A second way to the same end was closed with "
+    "it: a retry, dead letter or held event the worker publishes in a message's place and RabbitMQ refuses (it "
+    "does so for a quorum queue whose leader is being elected again) raised out of `Worker.process`, again "
+    "without settling the message; now the publish is tried again, then the message is nacked back to its queue "
+    "(consumers/worker.py, `_pass_on`). Case 9 since: no message left unacknowledged at the end of its five runs "
+    "with these fixes (2026-12-05 17:20-18:37); one run of the whole suite at the same time (18:26, two suites "
+    "on the 2-core machine) counted 1 unacknowledged message on `mapping.CUSTOMER` with no channel holding one, "
+    "read 3 s after that queue's last delivery: most likely RabbitMQ's 5 s statistics tick, and since then the "
+    "suite re-reads the queues for up to the longest delay plus 10 s before it counts anything as stranded.",
     "**A quorum delay queue that stops dead-lettering after its leader is lost (case 9; RabbitMQ 3.10.8).** "
     "With at-least-once dead-lettering, messages whose TTL runs out about when the leader dies stay in the queue "
     "as dead-lettered-but-unconfirmed (`messages_dlx`), and the queue dead-letters nothing more, later messages "
@@ -157,8 +221,22 @@ FINDINGS = [
     "afterwards stuck too); in case 9 one to five retries were left in `wait.1s` at the end of most runs (their "
     "events had also been delivered again, so the table did not show it). Upstream changed the dead-letter worker "
     "after 3.10.8 (rabbitmq-server#7677, \"Improve rabbit_fifo_dlx_worker resiliency\", backported to 3.10.x; "
-    "later races in #15548/#16203 and #16652): not verified here, the machine has only 3.10.8. Open: upgrade "
-    "RabbitMQ, and alert on a delay queue holding messages longer than its TTL.",
+    "later races in #15548/#16203 and #16652): not verified here, the machine has only 3.10.8. Fixed (issue 13 "
+    "item 5, after 4224978) without waiting for an upgrade, by not asking the broker to dead-letter at all: the "
+    "wait queues are now plain quorum queues `<ns>.retry.<N>s` (no TTL, no dead-letter exchange, `x-overflow: "
+    "reject-publish`; the old `<ns>.wait.<N>s` are deleted once empty). Each retry carries its due time "
+    "(`bcsync-due-at`); every worker consumes every wait queue (one delay per queue, so due order), holds a "
+    "message until due, publishes it to its mapping queue with a publisher confirm and only then acknowledges it "
+    "(consumers/retry_waits.py). A worker, connection or node lost meanwhile leaves the message unacknowledged; "
+    "RabbitMQ delivers it again to a live consumer, which moves it at once when overdue. The first run with it "
+    "(17:17) found one more thing: 0.4 s after the kill RabbitMQ returned three retries published to "
+    "`mapping.CONTACT` as unroutable (a mandatory publish to a quorum queue whose leader was not re-elected yet), "
+    "and that first version took unroutable for a deleted queue and dead-lettered them: 3 dead letters, 1 "
+    "accepted change missing, 3 changes lost. Unroutable is now tried again like any refused publish "
+    "(`test_a_retry_refused_as_unroutable_waits_until_its_mapping_queue_takes_it` fails with the old handling). "
+    "Five runs of case 9 since (17:20, 18:29, 18:30, 18:32, 18:37): 0 lost, 0 duplicated, 0 dead letters, 0 "
+    "stranded; the service consumed again 0.5-0.9 s after the kill; 1-4 retries per run were delivered again "
+    "after their worker's connection broke and moved back at once.",
 ]
 
 COLUMNS = ("#", "case", "changes sent", "arrived", "duplicated", "lost", "events accepted (202)",
@@ -226,7 +304,7 @@ def write_report() -> None:
         "- **dead letters**: messages in the namespace's dead-letter queue (and `event dead-lettered` log "
         "lines) — none should be;",
         "- **stranded in broker** (cluster cases; — where not checked): messages RabbitMQ still holds at the end "
-        "where nothing will take them — in a delay queue that no longer dead-letters, or unacknowledged on a live "
+        "where nothing will take them — in a delay queue once its longest delay has passed, or unacknowledged on a live "
         "channel whose worker will never settle them — none should be;",
         "- **recovery s**: from the end of the fault until every change is at its destination (it includes the "
         "3 s of load after the fault and their ordinary sync lag); **settle s**: the same from the load's last "

@@ -21,17 +21,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import subprocess
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
+import httpx
 
 from service.topology import Topology
-from tests.conftest import BROKER_URL
+from tests.conftest import BROKER_URL, SAMPLES
 from tests.e2e.stack import Stack
 from tests.faults.load import UNIT, Load, Verdict
+from tests.harness import CLIENT_STATE, WEBHOOK_KEY
 
 WARM = 4.0  # seconds of load before the fault
 TAIL = 3.0  # seconds of load after it
@@ -50,6 +56,7 @@ class Window:
     started: float = 0.0
     ended: float = 0.0
     notes: list[str] = field(default_factory=list)
+    load: Load | None = field(default=None, repr=False)  # the case's load (set by run_case): faults that use it
 
     def begin(self) -> None:
         self.started = time.monotonic()
@@ -132,12 +139,26 @@ class Activity:
             return await self.connection.channel()
 
     async def depth(self, queue: str) -> int:
+        """Ready messages (AMQP's passive declare counts no unacknowledged ones)."""
         async with await self._channel() as channel:
             try:
                 declared = await channel.declare_queue(queue, passive=True)
             except aio_pika.exceptions.ChannelClosed:
                 return 0  # not declared (yet): nothing in it
             return declared.declaration_result.message_count or 0
+
+    async def waiting_retries(self) -> int:
+        """Retries in the wait queues, ready or held unacknowledged by a worker's relay until due
+        (consumers/retry_waits.py): the passive declare would miss the held ones, rabbitmqctl counts both."""
+        names = {self.topology.delay_queue(d) for d in self.topology.retry_delays}
+        if self.broker_url != BROKER_URL:  # a cluster case: its own nodes; what they say is ready
+            return sum([await self.depth(name) for name in names])
+        listed = await asyncio.to_thread(subprocess.run, ["rabbitmqctl", "-q", "list_queues", "name", "messages"],
+                                         capture_output=True, text=True, timeout=30)
+        if listed.returncode != 0:  # rabbitmqctl refused: what the broker says is ready
+            return sum([await self.depth(name) for name in names])
+        counts = dict(line.split("\t", 1) for line in listed.stdout.splitlines() if "\t" in line)
+        return sum(int(counts.get(name, "0") or 0) for name in names)
 
     async def dead_letters(self) -> int:
         return await self.depth(self.topology.dead_queue)
@@ -153,9 +174,8 @@ class Activity:
         if body["outbox_pending"] or any(m["queue_depth"] != 0 for m in body["mappings"]):
             return False
         try:
-            for delay in self.topology.retry_delays:
-                if await self.depth(self.topology.delay_queue(delay)):
-                    return False
+            if await self.waiting_retries():
+                return False
         except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError):  # the broker is away just now
             return False
         if (await self.stack.bc.state())["pendingNotifications"]:
@@ -166,13 +186,33 @@ class Activity:
 
 async def run_case(stack: Stack, case: int, name: str, fault: Fault, *, ask_catch_up: bool = False,
                    accepted_timeout: float = 45.0, heal_timeout: float = 45.0, rate: float = 4.0,
-                   broker_url: str = BROKER_URL) -> Row:
+                   broker_url: str = BROKER_URL, window: Window | None = None, observe: bool = False) -> Row:
     """The whole case; returns its row (the caller asserts on it after recording it). Without a fault the load's
     changes settle within a few seconds: the timeouts are generous margins, after which what is missing is lost.
-    `broker_url`: where the suite itself looks at the queues (the stack's broker, e.g. a cluster's proxy)."""
+    `broker_url`: where the suite itself looks at the queues (the stack's broker, e.g. a cluster's proxy).
+    `window`: the caller's, to look at the load afterwards (`window.load`) while the stack still runs.
+    `observe`: look at both sides every half second for values set back (`Load.observe`; noted in the row)."""
     await prepare(stack)
     load = Load(stack, str(case), rate=rate)
-    window = Window()
+    window = window or Window()
+    window.load = load
+    looked = asyncio.Event()
+    observer = asyncio.create_task(load.observe_until(looked)) if observe else None
+    try:
+        row = await _run_case(stack, case, name, fault, load, window, ask_catch_up=ask_catch_up,
+                              accepted_timeout=accepted_timeout, heal_timeout=heal_timeout, broker_url=broker_url)
+    finally:
+        looked.set()
+        if observer is not None:
+            await observer
+    if observe and not load.setbacks:
+        row.notes.append(f"both sides looked at {load.looks} times from the load's start to the end: no value set "
+                         "back")
+    return row
+
+
+async def _run_case(stack: Stack, case: int, name: str, fault: Fault, load: Load, window: Window, *,
+                    ask_catch_up: bool, accepted_timeout: float, heal_timeout: float, broker_url: str) -> Row:
     async with Activity(stack, broker_url) as activity:
         load.start()
         try:
@@ -249,6 +289,9 @@ async def run_case(stack: Stack, case: int, name: str, fault: Fault, *, ask_catc
               notes=window.notes,
               finished_at=time.strftime("%Y-%m-%d %H:%M:%S"))
     row.notes = [*row.notes, *(_verdict_notes(final))]
+    if load.setbacks:
+        row.notes.append(f"{len(load.setbacks)} values set back (an older version written over a newer one, seen in "
+                         f"{load.looks} looks at both sides): {load.setbacks[:5]}")
     return row
 
 
@@ -276,3 +319,132 @@ async def wait_for_log(read: Callable[[], list[dict[str, Any]]], predicate: Call
         await asyncio.sleep(0.01)
     raise AssertionError(f"no matching log line within {timeout} s")
 
+
+
+# ---- cases 10 and 11: forged webhooks, and proof that nothing was deleted or uncoupled ---------------------------
+
+LOAD_SETS = {"customers", "items", "contacts", "accounts", "products"}  # the tables the load writes, both sides
+
+
+def _ms_date(moment: float) -> str:
+    return f"/Date({int(moment * 1000)})/"
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def forged_dataverse_delete(logical_name: str, record_id: str) -> dict[str, Any]:
+    """A Dataverse `Delete` message for `record_id` in the documented RemoteExecutionContext format: the sample
+    `dataverse-contact-delete.json` (Target an EntityReference, a PreEntityImage with the last values) made about
+    this table and record, with operation ids of its own (a new message, not a retry of one). Its user is the
+    sample's salesperson, not the integration: the api takes it for a person's delete."""
+    context: dict[str, Any] = json.loads((SAMPLES / "dataverse-contact-delete.json").read_text())
+    operation, request, correlation = (str(uuid.uuid4()) for _ in range(3))
+    reference = {**context["InputParameters"][0]["value"], "Id": record_id, "LogicalName": logical_name}
+    image = context["PreEntityImages"][0]["value"]
+    context.update({
+        "InputParameters": [{"key": "Target", "value": reference}],
+        "PreEntityImages": [{"key": "PreImage", "value": {
+            **image, "Id": record_id, "LogicalName": logical_name,
+            "Attributes": [{"key": f"{logical_name}id", "value": record_id}]}}],
+        "PrimaryEntityId": record_id, "PrimaryEntityName": logical_name, "MessageName": "Delete",
+        "OperationId": operation, "RequestId": request, "CorrelationId": correlation,
+        "OperationCreatedOn": _ms_date(time.time()),
+        "OwningExtension": {**context["OwningExtension"], "Name": f"bcsync: Delete of {logical_name}"},
+    })
+    return context
+
+
+async def post_dataverse(stack: Stack, context: dict[str, Any]) -> httpx.Response:
+    """Post a RemoteExecutionContext to the api's Dataverse door as Dataverse does (HttpHeader auth: the key in
+    our header; Dataverse's own headers)."""
+    return await stack.http.post(f"{stack.api_url}/webhooks/dataverse", json=context, headers={
+        "x-bcsync-webhook-key": WEBHOOK_KEY, "x-ms-dynamics-organization": "unq4f1c6a532f0e4d7e9a617c2d35e0",
+        "x-ms-dynamics-entity-name": context["PrimaryEntityName"], "x-ms-dynamics-request-name":
+        context["MessageName"], "x-ms-correlation-request-id": context["CorrelationId"]})
+
+
+def bc_notification(subscription_id: str, company_id: str, entity_set: str, record_id: str | None,
+                    change_type: str) -> dict[str, Any]:
+    """One Business Central notification in the documented format (`bc-notifications.json`): a record's
+    (`customers(<id>)`) or, for `collection`, the entity set's without a filter (the one that asks for a full
+    reconciliation). Carries our clientState: whoever posts it knows the secret."""
+    resource = (f"api/v2.0/companies({company_id})/{entity_set}({record_id})" if record_id
+                else f"/api/v2.0/companies({company_id})/{entity_set}")
+    return {"subscriptionId": subscription_id, "clientState": CLIENT_STATE,
+            "expirationDateTime": _iso(time.time() + 3 * 86400), "resource": resource, "changeType": change_type,
+            "lastModifiedDateTime": _iso(time.time())}
+
+
+async def post_bc(stack: Stack, entries: list[dict[str, Any]]) -> httpx.Response:
+    """Post notifications to the api's Business Central door with BC's headers."""
+    return await stack.http.post(f"{stack.api_url}/webhooks/business-central", json={"value": entries}, headers={
+        "clientRequestId": str(uuid.uuid4()), "x-ms-correlation-id": str(uuid.uuid4())})
+
+
+async def bc_subscription_ids(stack: Stack) -> dict[str, str]:
+    """Entity set -> the id of the subscription setup made for it (a forged notification names a real one)."""
+    subscriptions = (await stack.bc.webhooks())["subscriptions"]
+    ids = {str(s.get("resource", "")).rsplit("/", 1)[-1]: str(s["subscriptionId"]) for s in subscriptions}
+    assert ids, "setup registered no BC subscription"
+    return ids
+
+
+class CouplingWatch:
+    """Every coupling of the load's mappings seen during a case, by its id: one that is gone at the end, or
+    holds another pair, was removed (a coupling removed and made again gets a new id)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, int], tuple[str, str]] = {}
+
+    @staticmethod
+    async def current(load: Load) -> dict[tuple[str, int], tuple[str, str]]:
+        return {(mapping, int(r["id"])): (str(r["bc_id"]).lower(), str(r["dataverse_id"]).lower())
+                for mapping, rows in (await load.couplings()).items() for r in rows}
+
+    async def look(self, load: Load) -> None:
+        self.seen |= await self.current(load)
+
+    async def removed(self, load: Load) -> list[str]:
+        now = await self.current(load)
+        return [f"{mapping} #{number} {pair[0]}/{pair[1]}" for (mapping, number), pair in sorted(self.seen.items())
+                if now.get((mapping, number)) != pair]
+
+
+async def integrity(stack: Stack, load: Load, watch: CouplingWatch) -> list[str]:
+    """What cases 10 and 11 add to the acceptance, as problems (empty: none): every record the load made is
+    there once on both sides and coupled (counted at the sandboxes), no coupling seen during the case was
+    removed, neither system's API served a delete of the load's tables, and no worker removed a coupling."""
+    problems: list[str] = []
+    census = await load.census()
+    for kind, counts in census.items():
+        made = counts["made"]
+        if not counts["bc"] == counts["dataverse"] == counts["coupled"] == made:
+            problems.append(f"{kind}: {made} made, {counts['bc']} at BC, {counts['dataverse']} in Sales, "
+                            f"{counts['coupled']} coupled")
+    removed = await watch.removed(load)
+    if removed:
+        problems.append(f"{len(removed)} couplings removed: {removed[:5]}")
+    deletes = [f"BC {r['method']} {r['path']} {r['status']}" for r in await stack.bc.requests()
+               if r.get("method") == "DELETE" and _names_load_set(str(r.get("path")))]
+    deletes += [f"Dataverse {r['method']} {r['path']} {r['status']}" for r in await stack.dv.requests()
+                if r.get("method") == "DELETE" and _names_load_set(str(r.get("path")))]
+    if deletes:
+        problems.append(f"{len(deletes)} deletes served by the systems' APIs: {deletes[:5]}")
+    uncoupled = [e for e in stack.worker_log_events() if e.get("event") == "coupling removed after a delete"
+                 or "coupling was removed" in str(e.get("reason", ""))]
+    if uncoupled:
+        problems.append(f"{len(uncoupled)} worker log lines of a removed coupling: "
+                        f"{[(e.get('mapping'), e.get('record_id')) for e in uncoupled[:5]]}")
+    return problems
+
+
+def census_note(census: dict[str, dict[str, int]]) -> str:
+    return "at the end, per kind made / at BC / in Sales / coupled: " + ", ".join(
+        f"{kind} {c['made']}/{c['bc']}/{c['dataverse']}/{c['coupled']}" for kind, c in census.items())
+
+
+def _names_load_set(path: str) -> bool:
+    tail = path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return tail.split("(", 1)[0] in LOAD_SETS

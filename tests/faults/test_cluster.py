@@ -7,7 +7,7 @@ live one.
 
 Cases (rows of docs/reliability.md, after those of tests/faults/test_faults.py):
  8. under load, SIGKILL the node that leads (most of) the mapping queues;
- 9. SIGKILL the node that leads the delay (retry) queues while events wait in them, the destination failing.
+ 9. SIGKILL the node that leads the wait (retry) queues while events wait in them, the destination failing.
 Each killed node is started again as Kubernetes restarts a StatefulSet's pod: once the service consumed again
 without it (or after NODE_DOWN_MAX s), and not before NODE_DOWN_MIN s. Acceptance as in every case: 0 lost,
 0 duplicated, 0 dead letters. `test_queues_replicated_on_every_node` checks that the topology's queues have a
@@ -70,7 +70,7 @@ def topology_of(namespace: str) -> Topology:
 
 
 def queue_names(namespace: str) -> tuple[list[str], list[str]]:
-    """The mapping queues and the delay (retry-wait) queues of a namespace, named by service.topology."""
+    """The mapping queues and the wait (retry) queues `<ns>.retry.<N>s` of a namespace, named by service.topology."""
     topology = topology_of(namespace)
     return ([topology.mapping_queue(m.name) for m in MAPPINGS],
             [topology.delay_queue(seconds) for seconds in topology.retry_delays])
@@ -213,10 +213,22 @@ async def kill_and_restart(cluster: RabbitCluster, stack: Stack, victim: Node, w
 
 def leftovers(cluster: RabbitCluster, namespace: str) -> tuple[str, int]:
     """What the service's queues still hold at the end of a case, once nothing moves (as RabbitMQ counts it), and
-    how many of those messages are stranded: still in a delay queue (its TTL long past: that queue no longer
-    dead-letters) or unacknowledged on a channel (the workers are idle: nobody will settle them)."""
+    how many of those messages are stranded: still in a wait queue once its longest delay has passed again since
+    nothing moved (nobody moves them back) or unacknowledged on a mapping queue's channel (the workers are idle:
+    nobody will settle them). A retry waits in a wait queue unacknowledged, held by a worker until due, and
+    `rabbitmqctl list_queues` shows a quorum queue's counts as of its last statistics tick (every 5 s), so the
+    queues are given the longest delay plus 10 s to show nothing held before what they still hold is counted."""
     mapping, delay = queue_names(namespace)
-    found = cluster.queues(mapping + delay)
+    started = time.monotonic()
+    deadline = started + max(topology_of(namespace).retry_delays) + 10
+    while True:
+        found = cluster.queues(mapping + delay)
+        held_now = any(found.get(n, {}).get("messages") for n in delay) or any(
+            found.get(n, {}).get("messages_unacknowledged") for n in mapping)
+        if time.monotonic() > deadline or not held_now:
+            break
+        time.sleep(1.0)
+    looked = time.monotonic() - started
 
     def total(names: list[str], column: str) -> int:
         return sum(v for n in names if isinstance(v := found.get(n, {}).get(column), int))
@@ -225,7 +237,8 @@ def leftovers(cluster: RabbitCluster, namespace: str) -> tuple[str, int]:
             for n in mapping + delay if n in found and found[n].get("messages")}
     unacked, waiting = total(mapping, "messages_unacknowledged"), total(delay, "messages")
     note = (f"at the end the mapping queues held {total(mapping, 'messages_ready')} ready and {unacked} "
-            f"unacknowledged messages, the delay queues {waiting}" + (f" ({held})" if held else ""))
+            f"unacknowledged messages, the wait queues {waiting}" + (f" ({held})" if held else "")
+            + (f" (read after {looked:.0f} s of waiting for them to show nothing held)" if looked >= 1 else ""))
     if unacked:  # who holds them: the channels RabbitMQ counts them against
         via = cluster.live_nodes()[0]
         channels = json.loads(cluster.ctl(via, "list_channels", "name", "messages_unacknowledged", "consumer_count",
@@ -349,6 +362,7 @@ async def test_node_leading_delay_queues_killed_while_events_wait(tmp_path: Path
             row = await run_case(stack, 9, "RabbitMQ node leading the delay queues killed while events wait there",
                                  kill, broker_url=proxy.url)
             row.notes += node_loss_figures(stack, killed_at)
+            row.notes.append(relay_note(stack))
             note, row.stranded = await asyncio.to_thread(leftovers, cluster, stack.namespace)
             row.notes.append(note)
             row.notes.append(cluster_note(cluster))
@@ -356,6 +370,20 @@ async def test_node_leading_delay_queues_killed_while_events_wait(tmp_path: Path
         await proxy.close()
     fault_rows[row.case] = row
     check(row)
+
+
+def relay_note(stack: Stack) -> str:
+    """What the workers' retry waits (consumers/retry_waits.py) and their publishing in a message's place met."""
+    lines = stack.worker_log_events()
+    count = Counter(str(e.get("event")) for e in lines)
+    refused = Counter(str(e.get("error", "")).split(":", 1)[0] for e in lines
+                      if e.get("event") in ("retry could not be moved back yet", "could not publish; trying again"))
+    return (f"retry waits: {count['retry delivered again; moved back at once']} retries delivered again (their "
+            f"worker's channel was lost) and moved back at once, overdue; publishing refused and tried again: "
+            f"{count['retry could not be moved back yet']} times moving a retry back, "
+            f"{count['could not publish; trying again']} times publishing a retry or dead letter"
+            + (f" ({', '.join(f'{k} {v}' for k, v in refused.most_common())})" if refused else "")
+            + f"; acknowledgements lost after the move: {count['retry moved back; its acknowledgement was lost with the channel']}")
 
 
 def cluster_note(cluster: RabbitCluster) -> str:

@@ -200,3 +200,22 @@ async def test_a_job_whose_worker_died_is_taken_up_by_another_and_a_live_lease_i
     async with world.db.session() as session:
         assert not await reconciles.progress(session, claimed.id, "dead-worker", 1, 120.0, listed=1, checked=0,
                                              failed=0)
+
+
+# --- a listing's copy is not newer than what a live run applied -----------------------------------------------
+
+
+async def test_a_reconcile_does_not_set_back_a_change_a_live_run_applied_after_the_listing(world: World) -> None:
+    """Found by fault case 10: the reconcile listed a customer, a person changed it and its live event was
+    applied, then the reconcile reached the record and wrote its older copy over Sales."""
+    rule = world.engine.rules["CUSTOMER"]
+    created = await world.human.bc_create("customers", {"displayName": "Stale Ltd", "phoneNumber": "+1 000 0001"})
+    bc_id = created["id"]
+    await world.bc_event("CUSTOMER", "customers", bc_id, "created")
+    listed = [r async for r in await rule.records("bc", None) if rule.record_id("bc", r) == bc_id.lower()]
+    assert listed and listed[0]["phoneNumber"] == "+1 000 0001"
+    await world.human.bc_update("customers", bc_id, {"phoneNumber": "+1 000 0002"})
+    await world.bc_event("CUSTOMER", "customers", bc_id)
+    await world.engine.sync_record(rule, "bc", bc_id, record=listed[0], kind="reconcile")
+    [account] = await world.human.dv_find("accounts", "name eq 'Stale Ltd'")
+    assert account["telephone1"] == "+1 000 0002", "the reconcile wrote the listed (older) phone back"
