@@ -13,7 +13,9 @@ the wait queues are plain replicated queues and the move back is ordinary consum
 - A retry whose mapping is unknown goes to the dead-letter exchange with the reason, never nowhere.
 
 The longest delay stays far below RabbitMQ's consumer_timeout (settings: at most 1200 s of the default 1800 s),
-so the broker never closes a channel for a message that is only waiting.
+so the broker never closes a channel for a message that is only waiting (RabbitMQ's "Consumers" guide, "Delivery
+Acknowledgement Timeout": https://www.rabbitmq.com/docs/consumers#acknowledgement-timeout). The stall: upstream
+rabbitmq-server#7677 ("Improve rabbit_fifo_dlx_worker resiliency"), after 3.10.8.
 """
 
 from __future__ import annotations

@@ -242,7 +242,9 @@ def _text(value: Any) -> str | None:
 
 def _death_queues(headers: dict[str, Any]) -> list[str]:
     """The queues a message was dead-lettered from, the latest first: the `x-death` entries (newest first,
-    RabbitMQ's order), then `x-last-death-queue` (3.13+) and `x-first-death-queue`."""
+    RabbitMQ's order), then `x-last-death-queue` (3.13+) and `x-first-death-queue`. Source: RabbitMQ's
+    "Dead Letter Exchanges" guide, section "Dead-Lettered Messages" (https://www.rabbitmq.com/docs/dlx); the
+    3.10.8 form was checked on a real delivery-limit dead letter (tests/integration/test_redrive.py)."""
     deaths = headers.get("x-death")
     queues = [_text(d.get("queue")) for d in deaths if isinstance(d, dict)] if isinstance(deaths, list) else []
     queues += [_text(headers.get("x-last-death-queue")), _text(headers.get("x-first-death-queue"))]
