@@ -24,14 +24,7 @@ from schemas.mappings import BY_NAME, DeletePolicy
 from service.store import couplings, reconciles
 from service.store.job_models import ReconcileJob
 from tests.integration.sync_world import World
-
-
-async def coupled_pair(w: World, name: str) -> tuple[str, str]:
-    customer = await w.human.bc_create("customers", {"displayName": name})
-    await w.bc_event("CUSTOMER", "customers", customer["id"], "created")
-    coupling = await coupling_of(w, "bc", customer["id"])
-    assert coupling is not None
-    return customer["id"], coupling.dataverse_id
+from tests.integration.test_sync_conflicts import coupled_pair
 
 
 async def coupling_of(w: World, side: str, record_id: str) -> Any:
