@@ -12,7 +12,6 @@ from consumers.jobs.runner import JobRunner
 from consumers.jobs.settings import JobSettings
 from consumers.memory import trim_memory
 from consumers.peers import share_budgets
-from consumers.rules import build_rules
 from consumers.rules.context import SyncContext
 from consumers.sync import SyncEngine
 from consumers.worker import Worker
@@ -61,16 +60,15 @@ def assemble(settings: Settings, db: Database, broker: Broker, job_settings: Job
              tag: str | None = None) -> Assembly:
     """`tag`: the installation's integration tag (service/store/installation.py), carried by every Dataverse write."""
     bc, dv = make_clients(settings, tag)
-    engine = SyncEngine(db, {}, concurrency=settings.worker_concurrency)
 
     async def redrive(mapping: str, event_json: str) -> None:
         await broker.publish("", broker.topology.mapping_queue(mapping), event_json.encode(),
                              message_id=f"redrive-{mapping}", correlation_id="redrive")
 
     ctx = SyncContext(bc=bc, dv=dv, db=db, local_currency=settings.local_currency,
-                      sync_dependency=engine.sync_dependency)
-    engine.rules = build_rules(ctx)
-    engine.redrive = redrive
+                      order_number_column=settings.order_number_column)
+    engine = SyncEngine(ctx, redrive=redrive, concurrency=settings.worker_concurrency,
+                        history_value_chars=settings.history_value_chars)
     handlers = dict(HANDLERS)
     handlers.update(dict.fromkeys(engine.rules, engine.handle))
 

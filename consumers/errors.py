@@ -7,6 +7,10 @@ class Skip(Exception):
     """The record does not take part (filter, direction, nothing to do): counted as skipped."""
 
 
+class Filtered(Skip):
+    """Excluded by the mapping's filter (a skip the record history names as such)."""
+
+
 class RecordBusy(Exception):
     """Another worker holds this record right now: try again shortly, without using up retries."""
 

@@ -15,10 +15,12 @@ from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from consumers.errors import RecordBusy
+from consumers.errors import MappingHeld, RecordBusy
+from schemas.vocabulary import Side
 from service.logging import get_logger
-from service.store import locks
+from service.store import couplings, locks, mapping_configs
 from service.store.db import Database
+from service.store.models import Coupling
 
 log = get_logger(__name__)
 
@@ -90,3 +92,34 @@ class Lease:
         else:
             async with self.db.session() as own:
                 await locks.release(own, self.keys, self.owner)
+
+
+async def lease_pair(db: Database, mapping: str, side: Side, record_id: str,
+                     tries: int = 3) -> tuple[Lease, Coupling | None]:
+    """Lease a record and its coupled counterpart together (all or none, so that two runs of one pair never hold
+    one key each), and the coupling as it is under that lease. MappingHeld when the mapping is on hold."""
+    what = f"{mapping} {side} {record_id}"
+
+    async def current(session: AsyncSession) -> Coupling | None:
+        # Under the lease, in its transaction: a hold acknowledged before the lease was taken is seen here,
+        # and the hold's answer waits for the leases taken before it (service/api/admin_mappings.py).
+        if await mapping_configs.is_held(session, mapping):
+            raise MappingHeld(mapping)
+        return await couplings.find(session, mapping, side, record_id)
+
+    def pair(coupling: Coupling | None) -> tuple[object, ...] | None:
+        return (coupling.id, coupling.bc_id, coupling.dataverse_id) if coupling is not None else None
+
+    for _ in range(tries):
+        async with db.session() as session:
+            coupling = await current(session)
+        keys = [f"{mapping}:{side}:{record_id}"]
+        if coupling is not None:
+            other = side.other
+            keys.append(f"{mapping}:{other}:{coupling.bc_id if other is Side.BC else coupling.dataverse_id}")
+        lease = Lease(db)
+        now = await lease.add(keys, what, then=current)  # coupled (or re-coupled) while we waited?
+        if pair(now) == pair(coupling):
+            return lease, now
+        await lease.release()  # the keys were those of an older coupling: take the right ones
+    raise RecordBusy(f"{what} keeps being coupled by other runs")

@@ -39,6 +39,8 @@ class FieldChange(BaseModel):
     dataverse: str = Field(min_length=1, max_length=100)
     enabled: bool | None = None
     direction: Direction | None = None
+    # Recorded as changed in the record history, never with its values (e.g. a bank account, a personal number).
+    sensitive: bool | None = None
 
 
 class MappingChanges(BaseModel):
@@ -127,21 +129,31 @@ def effective(mapping: TableMapping, stored: dict[str, Any]) -> TableMapping:
         change = overrides.get((field.bc, field.dataverse), {})
         if change.get("enabled") is False:
             continue
-        if change.get("direction"):
-            field = dataclasses.replace(field, direction=Direction(change["direction"]))
-        fields.append(field)
+        fields.append(_field_with(field, change))
     return dataclasses.replace(mapping, fields=tuple(fields), **simple)
+
+
+def _field_with(field: FieldMap, change: dict[str, Any]) -> FieldMap:
+    """A field pair with an operator's stored change (direction, sensitive) applied."""
+    if change.get("direction"):
+        field = dataclasses.replace(field, direction=Direction(change["direction"]))
+    if change.get("sensitive") is not None:
+        field = dataclasses.replace(field, sensitive=bool(change["sensitive"]))
+    return field
 
 
 def describe(mapping: TableMapping, stored: dict[str, Any]) -> dict[str, Any]:
     """A mapping as the admin API shows it: effective settings, and every field with its state."""
     current = effective(mapping, stored)
     enabled = {(f.bc, f.dataverse): f for f in current.fields}
+    overrides = {(f["bc"], f["dataverse"]): f for f in stored.get("fields", [])}
 
     def field(f: FieldMap) -> dict[str, Any]:
         now = enabled.get((f.bc, f.dataverse))
+        configured = now or _field_with(f, overrides.get((f.bc, f.dataverse), {}))  # a disabled one too
         return {"bc": f.bc, "dataverse": f.dataverse, "enabled": now is not None,
-                "direction": (now or f).direction.value, "transform": f.transform, "create_only": f.create_only}
+                "direction": (now or f).direction.value, "transform": f.transform, "create_only": f.create_only,
+                "sensitive": configured.sensitive}
 
     return {
         "name": current.name, "bc_entity": current.bc_entity, "dataverse_entity": current.dataverse_entity,

@@ -42,6 +42,7 @@ class FieldMap:
     direction: Direction
     transform: str | None = None
     create_only: bool = False  # written when the destination record is created, never updated
+    sensitive: bool = False  # recorded as changed in the history, never with its values
 
 
 @dataclass(frozen=True)
@@ -212,7 +213,7 @@ MAPPINGS: tuple[TableMapping, ...] = (
                  bc_filter="status ne 'Draft' and status ne 'Inactive'",
                  dataverse_template=(("quantitysellingcode", 1),),  # No Control
                  extra_binds=PRICE_ITEM_BINDS),
-    # Documents: headers and lines are mapped by their rules (consumers/rules/orders.py, invoices.py), which
+    # Documents: headers and lines are mapped by their rules (consumers/rules/orders/, invoices.py), which
     # apply the filters below on top of their own (a canceled order still reaches its rule: delete policy).
     TableMapping("SALESORDER-ORDER", "salesOrders", "salesorder", Direction.FROM_CRM,
                  ("CUSTOMER", "ITEM-PRODUCT"), extra_dataverse_entities=("salesorderdetail",),
@@ -228,6 +229,18 @@ MAPPINGS: tuple[TableMapping, ...] = (
 )
 
 BY_NAME: dict[str, TableMapping] = {m.name: m for m in MAPPINGS}
+
+
+def sensitive_fields(mapping: TableMapping) -> frozenset[str]:
+    """Both sides' names of the mapping's sensitive fields (a composite column such as `firstname+lastname` also
+    by each of its parts): the record history records them as changed, never with their values."""
+    names: set[str] = set()
+    for field in mapping.fields:
+        if field.sensitive:
+            for name in (field.bc, field.dataverse):
+                names.add(name)
+                names.update(part for part in name.split("+") if part)
+    return frozenset(names)
 
 
 _BY_ROUTING_KEY: dict[str, list[TableMapping]] = {}

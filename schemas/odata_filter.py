@@ -22,6 +22,12 @@ class FilterError(ValueError):
     pass
 
 
+def odata_text(value: str) -> str:
+    """A string literal for an OData `$filter` (a quote doubled). Written here, in schemas/, so that the worker's
+    rules and the api's bulk matching (service/matching.py) share it; consumers/rules/context.py has the same."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def _tokens(text: str) -> list[str]:
     tokens, position = [], 0
     while position < len(text.rstrip()):

@@ -43,7 +43,7 @@ class Side(StrEnum):
         return "from_crm" if self is Side.BC else "to_crm"
 
     @property
-    def title(self) -> str:
+    def system(self) -> str:
         return "Business Central" if self is Side.BC else "Dynamics 365 Sales"
 
 
@@ -63,7 +63,7 @@ class Result(StrEnum):
     COUPLED = "coupled"
 
 
-RESULTS: tuple[Result, ...] = tuple(Result)
+RESULTS: tuple[str, ...] = tuple(r.value for r in Result)  # the counters' column names, in this order
 
 
 class Decision(StrEnum):

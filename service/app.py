@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from service import __version__
-from service.api import admin, admin_jobs, admin_mappings, admin_records, health, openapi, webhooks
+from service.api import admin, admin_history, admin_jobs, admin_mappings, admin_records, health, openapi, webhooks
 from service.api.body import BodyLimit
 from service.broker import broker_from_settings
 from service.connectors.auth import TokenError
@@ -110,6 +110,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(admin_mappings.router)
     app.include_router(admin_records.router)
+    app.include_router(admin_history.router)
     app.include_router(admin_jobs.router)
     openapi.install(app)
     return app

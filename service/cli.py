@@ -151,8 +151,16 @@ def api_base_url(settings: Settings) -> str:
     return f"http://{host}:{settings.port}"
 
 
-def _admin(method: str, path: str, url: str | None, body: object = None) -> Any:
-    """Call the admin API of a running `bcsync api` with BCSYNC_ADMIN_TOKEN."""
+class _Missing:
+    """A 404 that the caller asked to have back (`_admin(..., missing_ok=True)`) instead of an exit."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+
+
+def _admin(method: str, path: str, url: str | None, body: object = None, *, missing_ok: bool = False) -> Any:
+    """Call the admin API of a running `bcsync api` with BCSYNC_ADMIN_TOKEN. With `missing_ok`, a 404 is
+    returned as a `_Missing` with the api's detail."""
     from service.settings import load_settings
 
     settings = load_settings("admin_token")
@@ -168,6 +176,11 @@ def _admin(method: str, path: str, url: str | None, body: object = None) -> Any:
             raw = response.read()
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:500]
+        if missing_ok and exc.code == 404:
+            try:
+                return _Missing(str(json.loads(detail)["detail"]))
+            except (ValueError, KeyError, TypeError):
+                return _Missing(detail)
         typer.echo(f"bcsync: {method} {path}: {exc.code} {detail}", err=True)
         raise typer.Exit(1) from None
     except (urllib.error.URLError, OSError) as exc:
@@ -221,6 +234,108 @@ def couple(mapping: str, bc_id: str, dataverse_id: str,
     """Couple two existing records by hand."""
     body = {"mapping": mapping, "bc_id": bc_id, "dataverse_id": dataverse_id, "sync_from": sync_from}
     typer.echo(json.dumps(_admin("POST", "/admin/couplings", url, body), default=str))
+
+
+def _shown(value: Any) -> str:
+    """A field value in a timeline: text in quotes, nothing as "(empty)", anything else as JSON."""
+    if value is None or value == "":
+        return "(empty)"
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _when(moment: str | None) -> str:
+    """An ISO 8601 time as `YYYY-MM-DD HH:MM:SS` (UTC as the api answers it)."""
+    if not moment:
+        return "-"
+    return moment.replace("T", " ")[:19] + (" UTC" if moment.endswith(("Z", "+00:00")) else "")
+
+
+def history_lines(page: dict[str, Any]) -> list[str]:
+    """A record pair's history (the api's answer) as a readable timeline, oldest first."""
+    coupled = "coupled" if page.get("coupled") else "not coupled"
+    lines = [f"{page['mapping']}  bc {page.get('bc_id') or '-'}  ⇄  dataverse {page.get('dataverse_id') or '-'}  "
+             f"({coupled})"]
+    entries = page.get("entries", [])
+    titles = [e["label"] for e in entries if e.get("label")]
+    if titles:
+        lines.append(f"  {titles[-1]}")
+    if not entries:
+        lines.append("  no history entries kept (coupled, nothing synchronized since)")
+    for e in entries:
+        origin = "Business Central" if e["side"] == "bc" else "Dynamics 365 Sales"
+        lines.append("")
+        request = f"  request {e['correlation_id']}" if e.get("correlation_id") else ""
+        lines.append(f"{_when(e['at'])}  from {origin}  {e['decision']} ({e['result']}, {e['kind']}, "
+                     f"{e['duration_ms']} ms){request}")
+        if e.get("reason"):
+            lines.append(f"    why: {e['reason']}")
+        for c in e.get("changes", []):
+            where = "BC" if c["side"] == "bc" else "Sales"
+            if c.get("sensitive"):
+                lines.append(f"    {where} {c['field']}: changed (sensitive)")
+            else:
+                lines.append(f"    {where} {c['field']}: {_shown(c.get('old'))} → {_shown(c.get('new'))}")
+        for ev in e.get("events", []):
+            source = {"business_central": "BC", "dataverse": "Sales"}.get(ev.get("source") or "", ev.get("source"))
+            lines.append(f"    event: {ev.get('change_type') or '?'} in {source or '?'}, received "
+                         f"{_when(ev.get('received_at'))}, correlation {ev.get('correlation_id') or '-'}")
+    if page.get("next_before"):
+        lines.append("")
+        lines.append(f"(older entries: --before {page['next_before']})")
+    return lines
+
+
+@app.command(name="history")
+def history_command(
+    mapping: str, record_id: Annotated[str, typer.Argument(metavar="ID", help="either side's id of the record")],
+    side: Annotated[str | None, typer.Option(help="bc or dataverse: the side of ID (default: bc, then dataverse)")]
+    = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="the newest N entries")] = 100,
+    before: Annotated[int | None, typer.Option(help="older entries: the --before an earlier answer named")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the api's answer as JSON")] = False,
+    url: UrlOption = None,
+) -> None:
+    """A record pair's history, oldest first: when, from which side, what was decided and why, every field changed
+    (old → new; sensitive fields without values), the events and correlation ids."""
+    import urllib.parse
+
+    if side not in (None, "bc", "dataverse"):
+        typer.echo("bcsync history: --side is bc or dataverse", err=True)
+        raise typer.Exit(2)
+    query = f"?limit={limit}" + (f"&before={before}" if before else "")
+    page: Any = None
+    for each in [side] if side else ["bc", "dataverse"]:
+        path = (f"/admin/records/{urllib.parse.quote(mapping, safe='')}/{each}/"
+                f"{urllib.parse.quote(record_id, safe='')}/history{query}")
+        page = _admin("GET", path, url, missing_ok=True)
+        if not isinstance(page, _Missing):
+            break
+    if isinstance(page, _Missing):
+        typer.echo(f"bcsync history: {page.detail}", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(page, indent=2, ensure_ascii=False) if as_json else "\n".join(history_lines(page)))
+
+
+@app.command()
+def search(q: str, limit: Annotated[int, typer.Option(min=1, max=200)] = 50,
+           as_json: Annotated[bool, typer.Option("--json", help="the api's answer as JSON")] = False,
+           url: UrlOption = None) -> None:
+    """Find record pairs across mappings by name, number, e-mail or id (then: bcsync history MAPPING ID)."""
+    import urllib.parse
+
+    found = _admin("GET", f"/admin/records/search?{urllib.parse.urlencode({'q': q, 'limit': limit})}", url)
+    if as_json:
+        typer.echo(json.dumps(found, indent=2, ensure_ascii=False))
+        return
+    hits = found.get("hits", [])
+    if not hits:
+        typer.echo(f"nothing found for {q!r}")
+        return
+    typer.echo(f"{'mapping':<20} {'bc id':<36} {'dataverse id':<36} {'last':<23} {'decision':<13} label")
+    for h in hits:
+        typer.echo(f"{h['mapping']:<20} {h.get('bc_id') or '-':<36} {h.get('dataverse_id') or '-':<36} "
+                   f"{_when(h.get('last_at')):<23} {h.get('last_decision') or '-':<13} {h.get('label') or ''}"
+                   + ("" if h.get("coupled") else "  (not coupled)"))
 
 
 @app.command()

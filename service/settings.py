@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     # consumer_timeout (30 min by default), so the broker never closes a channel over a slow run.
     handler_timeout_seconds: float = Field(default=600.0, gt=0, le=1700)
     dedupe_days: int = Field(default=7, ge=1)
+    # The record history (service/store/history.py): entries are kept this many days (at least 1: the history is
+    # always written; pruned by the workers' jobs), and a value's text form is cut to this many characters.
+    history_days: int = Field(default=30, ge=1, le=3650)
+    history_value_chars: int = Field(default=500, ge=20, le=10_000)
     local_currency: str = Field(default="USD", pattern=r"^[A-Za-z]{3}$")  # BC's LCY: blank currency codes
     # Client-side request budgets: never more than this many requests per window to each system (per
     # process; divide by the number of workers when you run several against one tenant).

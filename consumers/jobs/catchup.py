@@ -24,8 +24,9 @@ from datetime import datetime, timedelta
 from consumers.jobs.common import entity_of, odata_time, record_event
 from consumers.jobs.settings import JobSettings
 from consumers.rules.base import Rule
-from consumers.sync import SOURCE_OF_SIDE, SyncEngine
+from consumers.sync import SyncEngine
 from schemas.events import ChangeEvent
+from schemas.vocabulary import Side
 from service.logging import get_logger
 from service.settings import Settings
 from service.store import couplings, jobs, locks, outbox
@@ -174,7 +175,7 @@ class CatchUpJob:
 
     async def _full_reconcile(self, rule: Rule, sides: list[str], run: int) -> None:
         events = [ChangeEvent(
-            source=SOURCE_OF_SIDE[side], entity=entity_of(rule, side), change_type="collection",
+            source=Side(side).source, entity=entity_of(rule, side), change_type="collection",
             occurred_at=utcnow(), dedupe_key=f"catchup-full:{rule.name}:{side}:{run}:{uuid.uuid4().hex}",
             correlation_id=f"catchup-{rule.name}-{run}", full_reconcile=True,
             company_id=rule.ctx.bc.company_id if side == "bc" else None,

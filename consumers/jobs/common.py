@@ -9,21 +9,20 @@ from datetime import UTC, datetime
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from consumers.rules.base import OTHER, Rule
-from consumers.sync import SOURCE_OF_SIDE
+from consumers.rules.base import Rule
 from schemas.events import ChangeEvent
+from schemas.vocabulary import SIDES, Side
 from service.broker import Broker
 from service.logging import get_logger
 from service.store.jobs import control_exchange
 
 log = get_logger(__name__)
-SIDES = ("bc", "dataverse")
 KINDS = ("full-sync", "catch-up", "keeper", "poll", "reconcile")
 
 
 def source_sides(rule: Rule) -> list[str]:
     """The sides whose records flow to the other side under the mapping's direction (BC first)."""
-    return [side for side in SIDES if rule.creates_toward(OTHER[side])]
+    return [side for side in SIDES if rule.creates_toward(side.other)]
 
 
 def entity_of(rule: Rule, side: str) -> str:
@@ -34,7 +33,7 @@ def record_event(rule: Rule, side: str, record_id: str, *, dedupe_key: str, corr
                  occurred_at: datetime | None = None) -> ChangeEvent:
     """An ordinary "updated" event of one record (a trigger: the consumer reads the record again)."""
     return ChangeEvent(
-        source=SOURCE_OF_SIDE[side], entity=entity_of(rule, side), record_id=record_id,
+        source=Side(side).source, entity=entity_of(rule, side), record_id=record_id,
         change_type="updated", occurred_at=occurred_at or datetime.now(UTC), dedupe_key=dedupe_key[:200],
         correlation_id=correlation_id[:128], company_id=rule.ctx.bc.company_id if side == "bc" else None,
         api=rule.mapping.bc_api if side == "bc" else None)

@@ -24,7 +24,8 @@ from consumers.errors import MappingHeld, RecordBusy
 from consumers.jobs.common import record_event, source_sides
 from consumers.jobs.settings import JobSettings
 from consumers.rules.base import Rule
-from consumers.sync import SOURCE_OF_SIDE, SyncEngine
+from consumers.sync import SyncEngine
+from schemas.vocabulary import Side
 from service.connectors.http import is_transient
 from service.logging import get_logger
 from service.store import jobs, synclog
@@ -162,7 +163,7 @@ class FullSync:
         event = record_event(rule, side, record_id, dedupe_key=f"fullsync:{run_id}:{rule.name}:{side}:{record_id}",
                              correlation_id=f"fullsync-{run_id}")
         async with self.db.session() as session:
-            await synclog.record_error(session, rule.name, SOURCE_OF_SIDE[side], record_id, message,
+            await synclog.record_error(session, rule.name, Side(side).source, record_id, message,
                                        event=event.model_dump_json(), waiting_for=getattr(error, "waiting_for", None),
                                        transient=is_transient(error))
         log.warning("full sync record failed", side=side, record_id=record_id, error=message[:300])

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from consumers.jobs.catchup import CatchUpJob
 from consumers.jobs.common import kick, listen
 from consumers.jobs.fullsync import FullSync
+from consumers.jobs.history import HistoryPruneJob
 from consumers.jobs.keeper import KeeperJob
 from consumers.jobs.poll import PollJob
 from consumers.jobs.reconcile import ReconcileJobs
@@ -36,9 +37,10 @@ class JobRunner:
         self.keeper = KeeperJob(settings, db, bc, dv, self.job_settings, self.kick)
         self.poll = PollJob(self.catch_up)
         self.reconcile = ReconcileJobs(db, engine, self.job_settings, self.kick)
+        self.history = HistoryPruneJob(db, settings.history_days)
         engine.reconcile_requested = functools.partial(self.kick, "reconcile")
         self.wakes = {"full-sync": self.full_sync.wake, "catch-up": asyncio.Event(), "keeper": asyncio.Event(),
-                      "poll": asyncio.Event(), "reconcile": asyncio.Event()}
+                      "poll": asyncio.Event(), "reconcile": asyncio.Event(), "history": asyncio.Event()}
 
     async def kick(self, kind: str) -> None:
         self.wakes[kind].set()
@@ -55,7 +57,7 @@ class JobRunner:
             log.warning("job control messages unavailable", error=str(exc)[:200])
         loops = [self._loop("full-sync", self.full_sync.tick), self._loop("catch-up", self.catch_up.tick),
                  self._loop("keeper", self.keeper.tick), self._loop("poll", self.poll.tick),
-                 self._loop("reconcile", self.reconcile.tick)]
+                 self._loop("reconcile", self.reconcile.tick), self._loop("history", self.history.tick)]
         log.info("jobs running", poll_seconds=self.job_settings.jobs_poll_seconds)
         try:
             await asyncio.gather(*loops)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from consumers.rules.base import Rule
 from consumers.rules.contact import ContactRule
 from consumers.rules.context import SyncContext
+from consumers.rules.fields import FieldRule
 from consumers.rules.invoices import InvoiceRule
 from consumers.rules.orders import OrderRule
 from consumers.rules.prices import SalesPriceRule
@@ -14,13 +15,13 @@ from schemas.mappings import BY_NAME
 
 RULE_CLASSES: dict[str, type[Rule]] = {
     "SALESPEOPLE": SalespeopleRule,
-    "CURRENCY": Rule,
-    "UNITOFMEASURE": Rule,
-    "CUSTOMER": Rule,
+    "CURRENCY": FieldRule,
+    "UNITOFMEASURE": FieldRule,
+    "CUSTOMER": FieldRule,
     "CONTACT": ContactRule,
     "ITEM-PRODUCT": ProductRule,
     "RESOURCE-PRODUCT": ProductRule,
-    "CUSTPRCGRP-PRICE": Rule,
+    "CUSTPRCGRP-PRICE": FieldRule,
     "SALESPRC-PRODPRICE": SalesPriceRule,
     "SALESORDER-ORDER": OrderRule,
     "POSTEDSALESINV-INV": InvoiceRule,

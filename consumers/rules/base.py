@@ -1,8 +1,8 @@
-"""A mapping rule: the data of a TableMapping plus what it takes to read, map, match and write records.
+"""A mapping rule: the data of a TableMapping plus what it takes to read a side's records and apply one.
 
-`Rule` does everything a mapping's field list describes; a mapping with special needs (generated codes,
-products that must be activated, contacts that live under a parent) subclasses it in its own module.
-Sides are named "bc" and "dataverse"; values are computed *toward* a side.
+Every rule implements one `apply(run) -> Applied`, called by the engine under the record's lease. The
+field-by-field flow most mappings need is `FieldRule` (consumers/rules/fields.py); documents (orders,
+invoices) apply headers with lines themselves. Values are computed *toward* a side.
 """
 
 from __future__ import annotations
@@ -10,19 +10,26 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from consumers.rules import lookups
-from consumers.rules.context import SyncContext, odata_text
-from consumers.rules.values import convert, join_name, split_name
+from consumers.rules.context import SyncContext
 from schemas.mappings import DATAVERSE_SETS, Direction, FieldMap, TableMapping
 from schemas.odata_filter import matches
+from schemas.vocabulary import SIDES, Applied, Side
 
 if TYPE_CHECKING:
-    from consumers.sync import Applied, SyncEngine
+    from consumers.rules.record_run import RecordRun
     from schemas.events import ChangeEvent
-    from service.store.models import Coupling
 
-OTHER = {"bc": "dataverse", "dataverse": "bc"}
-_ALLOWED = {"dataverse": (Direction.TO_CRM, Direction.BOTH), "bc": (Direction.FROM_CRM, Direction.BOTH)}
+_ALLOWED = {Side.DATAVERSE: (Direction.TO_CRM, Direction.BOTH), Side.BC: (Direction.FROM_CRM, Direction.BOTH)}
+
+
+# Columns that name a record for people: the history's label (first number-like, then first name-like value)
+# and its search terms (all of them, plus the match keys' columns).
+NUMBER_COLUMNS = ("number", "code", "accountnumber", "productnumber", "ordernumber", "invoicenumber",
+                  "isocurrencycode")
+NAME_COLUMNS = ("displayName", "name", "fullname", "description", "currencyname", "email", "emailaddress1",
+                "internalemailaddress", "domainname")
+TERM_COLUMNS = (*NUMBER_COLUMNS, *NAME_COLUMNS, "firstname", "lastname", "phoneNumber", "telephone1",
+                "externalDocumentNumber")
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -73,108 +80,33 @@ class Rule:
             return self.ctx.bc.list(self.mapping.bc_entity, api=self.mapping.bc_api, filter=filter_)
         return self.ctx.dv.list(self.dataverse_set, filter=filter_)
 
+    def describe(self, record: dict[str, Any]) -> tuple[str | None, list[str]]:
+        """A record's label for people ("10000 Adatum Corporation") and its search terms."""
+        number = next((str(record[c]) for c in NUMBER_COLUMNS if record.get(c) not in (None, "")), None)
+        name = next((str(record[c]) for c in NAME_COLUMNS if record.get(c) not in (None, "")), None)
+        label = " ".join(part for part in (number, name) if part) or None
+        keys = {column for pair in self.mapping.match_keys for column in pair}
+        terms = [str(record[c]) for c in (*TERM_COLUMNS, *sorted(keys))
+                 if record.get(c) not in (None, "") and not isinstance(record[c], dict | list)]
+        return (label[:200] if label else None), terms
+
     # --- participation ------------------------------------------------------------------------------------------
 
     def included(self, side: str, record: dict[str, Any]) -> bool:
         return matches(self.mapping.bc_filter if side == "bc" else self.mapping.dataverse_filter, record)
 
     def fields_toward(self, target: str) -> list[FieldMap]:
-        return [f for f in self.mapping.fields if f.direction in _ALLOWED[target]]
+        return [f for f in self.mapping.fields if f.direction in _ALLOWED[Side(target)]]
 
     def creates_toward(self, target: str) -> bool:
         """New records of the other side become new records on `target` (the mapping's direction)."""
-        return self.mapping.direction in _ALLOWED[target]
+        return self.mapping.direction in _ALLOWED[Side(target)]
 
     def catch_up_sides(self) -> list[str]:
         """The sides whose changed records a catch-up reads: those whose records flow to the other side."""
-        return [side for side in ("bc", "dataverse") if self.creates_toward(OTHER[side])]
+        return [side for side in SIDES if self.creates_toward(Side(side).other)]
 
-    async def apply(self, engine: SyncEngine, side: str, record_id: str, coupling: Coupling | None, deleted: bool,
-                    record: dict[str, Any] | None) -> Applied | None:
-        """A rule may take over applying one record (documents: headers with lines, state changes);
-        None leaves it to the engine's field-by-field flow. Runs under the engine's record lease."""
-        return None
-
-    # --- values -------------------------------------------------------------------------------------------------
-
-    async def values(self, toward: str, record: dict[str, Any], *, creating: bool = False) -> dict[str, Any]:
-        """The fields this record gives the other side, in that side's format."""
-        out: dict[str, Any] = {}
-        for field in self.fields_toward(toward):
-            if field.create_only and not creating:
-                continue
-            out.update(await self.field_value(field, toward, record))
-        return out
-
-    async def field_value(self, field: FieldMap, toward: str, record: dict[str, Any]) -> dict[str, Any]:
-        kind, _, argument = (field.transform or "").partition(":")
-        if kind == "lookup":
-            return await self._lookup(argument, toward, field, record)
-        if kind == "name":
-            if toward == "dataverse":
-                first, last = split_name(record.get(field.bc))
-                return {"firstname": first, "lastname": last}
-            return {field.bc: convert("text:100", "bc", join_name(record.get("firstname"), record.get("lastname")))}
-        if kind == "parent":
-            if toward == "dataverse":
-                return await lookups.parent_to_dataverse(self.ctx, str(record.get(field.bc) or ""))
-            return await lookups.parent_to_bc(self.ctx, record.get(f"_{field.dataverse}_value"))
-        source, target = (field.bc, field.dataverse) if toward == "dataverse" else (field.dataverse, field.bc)
-        return {target: convert(field.transform, toward, record.get(source))}
-
-    async def _lookup(self, mapping: str, toward: str, field: FieldMap, record: dict[str, Any]) -> dict[str, Any]:
-        if toward == "dataverse":
-            value = str(record.get(field.bc) or "")
-            if mapping == "CURRENCY":
-                return await lookups.currency_to_dataverse(self.ctx, value)
-            if mapping == "SALESPEOPLE":
-                return await lookups.salesperson_to_dataverse(self.ctx, value)
-            if mapping == "UNITOFMEASURE":
-                return await lookups.unit_to_dataverse(self.ctx, value)
-        else:
-            reference = record.get(f"_{field.dataverse}_value")
-            if mapping == "CURRENCY":
-                return await lookups.currency_to_bc(self.ctx, reference)
-            if mapping == "SALESPEOPLE":
-                return await lookups.salesperson_to_bc(self.ctx, reference)
-        raise ValueError(f"{self.name}: no lookup through {mapping} toward {toward}")
-
-    # --- matching -----------------------------------------------------------------------------------------------
-
-    async def match(self, toward: str, record: dict[str, Any]) -> list[dict[str, Any]]:
-        """Records on `toward` that are this record by the match keys (first key with a value decides)."""
-        for bc_field, dataverse_field in self.mapping.match_keys:
-            value = record.get(dataverse_field if toward == "bc" else bc_field)
-            if value in (None, ""):
-                continue
-            column = bc_field if toward == "bc" else dataverse_field
-            found = [r async for r in await self.records(toward, f"{column} eq {odata_text(str(value))}")]
-            if found:
-                return found[:5]
-        return []
-
-    # --- writes -------------------------------------------------------------------------------------------------
-
-    def template(self, toward: str) -> dict[str, Any]:
-        return dict(self.mapping.dataverse_template if toward == "dataverse" else self.mapping.bc_template)
-
-    async def create(self, toward: str, payload: dict[str, Any]) -> dict[str, Any]:
-        body = {**self.template(toward), **payload}  # template values never overwrite mapped values
-        if toward == "bc":
-            return await self.ctx.bc.create(self.mapping.bc_entity, body, api=self.mapping.bc_api)
-        return await self.ctx.dv.create(self.dataverse_set, body)
-
-    async def update(self, toward: str, target: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
-        target_id = self.record_id(toward, target)
-        if toward == "bc":
-            return await self.ctx.bc.update(self.mapping.bc_entity, target_id, payload, str(target["@odata.etag"]),
-                                            api=self.mapping.bc_api)
-        return await self.ctx.dv.update(self.dataverse_set, target_id, payload, target.get("@odata.etag"))
-
-    async def delete(self, side: str, record: dict[str, Any]) -> None:
-        record_id = self.record_id(side, record)
-        if side == "bc":
-            await self.ctx.bc.delete(self.mapping.bc_entity, record_id, str(record.get("@odata.etag", "*")),
-                                     api=self.mapping.bc_api)
-        else:
-            await self.ctx.dv.delete(self.dataverse_set, record_id)
+    async def apply(self, run: RecordRun) -> Applied:
+        """Apply one record's change to the other side, under the engine's record lease. Raises Skip (not
+        applied, and why), SyncFailure/ApiError (failed: retried), RecordBusy/CoupledMeanwhile (run again)."""
+        raise NotImplementedError

@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from consumers.errors import Skip
-from consumers.rules.base import Rule
-from consumers.rules.context import odata_text
+from consumers.rules.fields import FieldRule
+from schemas.odata_filter import odata_text
 
 
-class ContactRule(Rule):
+class ContactRule(FieldRule):
     async def match(self, toward: str, record: dict[str, Any]) -> list[dict[str, Any]]:
         parent_field = next(f for f in self.mapping.fields if f.transform == "parent")
         try:

@@ -1,4 +1,4 @@
-"""What every rule needs to reach: both systems, the store, and the engine (for dependencies)."""
+"""What every rule needs to reach: both systems, the store, settings, and the engine (for dependencies)."""
 
 from __future__ import annotations
 
@@ -15,16 +15,16 @@ from service.store.db import Database
 DependencySync = Callable[[str, str, str], Awaitable[str | None]]
 
 
+async def _no_engine(mapping: str, side: str, record_id: str) -> str | None:
+    raise RuntimeError("this SyncContext belongs to no SyncEngine: build rules through SyncEngine(ctx)")
+
+
 @dataclass
 class SyncContext:
     bc: BusinessCentralClient
     dv: DataverseClient
     db: Database
     local_currency: str
-    sync_dependency: DependencySync
+    sync_dependency: DependencySync = _no_engine  # set by the SyncEngine the rules are built for
+    order_number_column: str | None = None  # BCSYNC_ORDER_NUMBER_COLUMN: the Sales column for BC's order number
     cache: dict[str, Any] = field(default_factory=dict)  # per-process lookups that do not change (base currency)
-
-
-def odata_text(value: str) -> str:
-    """A string literal for an OData $filter."""
-    return "'" + value.replace("'", "''") + "'"

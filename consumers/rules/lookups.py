@@ -12,7 +12,8 @@ import time
 from typing import Any
 
 from consumers.errors import MissingDependency, Skip
-from consumers.rules.context import SyncContext, odata_text
+from consumers.rules.context import SyncContext
+from schemas.odata_filter import odata_text
 from service.logging import get_logger
 from service.store import couplings
 

@@ -24,10 +24,11 @@ from typing import Any
 
 from consumers.errors import MissingDependency, RecordBusy, Skip
 from consumers.rules import lookups
-from consumers.rules.base import Rule
-from consumers.rules.context import SyncContext, odata_text
+from consumers.rules.context import SyncContext
+from consumers.rules.fields import FieldRule
 from consumers.rules.values import money
 from schemas.mappings import CUSTOM_API, FieldMap
+from schemas.odata_filter import odata_text
 from service.connectors.http import ApiError
 from service.logging import get_logger
 from service.store import locks
@@ -48,7 +49,7 @@ def bind_id(payload: dict[str, Any], name: str) -> str | None:
     return str(value).rsplit("(", 1)[-1].rstrip(")").lower() if value else None
 
 
-class SalesPriceRule(Rule):
+class SalesPriceRule(FieldRule):
     """SALESPRC-PRODPRICE: BC sales prices → price list items."""
 
     async def values(self, toward: str, record: dict[str, Any], *, creating: bool = False) -> dict[str, Any]:

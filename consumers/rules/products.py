@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from consumers.rules.base import Rule
+from consumers.rules.fields import FieldRule
 from consumers.rules.prices import keep_default_price
 
 
-class ProductRule(Rule):
+class ProductRule(FieldRule):
     async def create(self, toward: str, payload: dict[str, Any]) -> dict[str, Any]:
         created = await super().create(toward, payload)
         if toward != "dataverse":

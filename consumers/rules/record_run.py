@@ -20,3 +20,6 @@ class RecordRun:
     listed: bool  # `record` is a listing's copy (reconciliation, full synchronization): maybe older than now
     kind: str  # live | reconcile | full
     lease: Lease  # the run's record lease: a rule may add the key of a record it is about to couple
+    # What the rule found, for the record history's label and search terms: the source record as it applied it
+    # (it may replace `record` with what it read) and the other side's record.
+    target: dict[str, Any] | None = None

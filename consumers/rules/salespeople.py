@@ -13,8 +13,8 @@ import random
 import re
 from typing import Any
 
-from consumers.rules.base import Rule
 from consumers.rules.context import SyncContext
+from consumers.rules.fields import FieldRule
 from schemas.mappings import TableMapping
 from service.connectors.http import ApiError
 
@@ -24,7 +24,7 @@ _CODE = re.compile(r"^SP(\d{4,})$")
 CODE_ATTEMPTS = 8
 
 
-class SalespeopleRule(Rule):
+class SalespeopleRule(FieldRule):
     def __init__(self, mapping: TableMapping, ctx: SyncContext) -> None:
         super().__init__(mapping, ctx)
         self._allocating = asyncio.Lock()

@@ -16,16 +16,70 @@ from __future__ import annotations
 
 import builtins
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.bc_metadata import decode_name
 from service.connectors.budget import RequestBudget
-from service.connectors.http import ApiTransport, Tokens, odata_params, with_query
+from service.connectors.http import ApiError, ApiTransport, Tokens, odata_params, with_query
 
 V2 = "v2.0"
 _ENCODED_OPTION = re.compile(r"^\w*_x[0-9A-Fa-f]{4}_\w*$")
 _CUSTOM_RESOURCE = re.compile(r"^/?api/(?P<api>[^/]+/[^/]+/v[\d.]+)/")
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One operation of a JSON `$batch`. `url`: absolute (`record_url`, `collection_url`) or relative to the
+    batch's API root; `if_match`: the ETag a PATCH or DELETE is sent with (None: no If-Match header)."""
+
+    id: str
+    method: str
+    url: str
+    body: dict[str, Any] | None = None
+    if_match: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        headers = {"Content-Type": "application/json", **({"If-Match": self.if_match} if self.if_match else {})}
+        return {"id": self.id, "method": self.method, "url": self.url, "headers": headers,
+                **({"body": self.body} if self.body is not None else {})}
+
+
+@dataclass(frozen=True)
+class BatchResponse:
+    """One operation's answer: its status, and its body (a record, with option values decoded as every read of
+    this client; or `{"error": {...}}`)."""
+
+    id: str
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status < 400
+
+    @property
+    def rolled_back(self) -> bool:
+        """424 Failed Dependency: not applied because another operation of the atomic batch failed."""
+        return self.status == 424
+
+    def error(self) -> ApiError:
+        error = (self.body or {}).get("error", {}) if isinstance(self.body, dict) else {}
+        return ApiError(self.status, str(error.get("code", "")), str(error.get("message", ""))[:500], system="BC")
+
+
+class BatchFailed(ApiError):
+    """An operation of a `$batch` failed. Status, code and message are those of the operation that failed (not of
+    one only rolled back with it, 424); `operation` is its id, `responses` every answer. With `Isolation:
+    snapshot` nothing of the batch was applied."""
+
+    def __init__(self, failed: BatchResponse, responses: builtins.list[BatchResponse]) -> None:
+        error = failed.error()
+        super().__init__(error.status, error.code, error.message, system="BC")
+        self.operation = failed.id
+        self.responses = responses
 
 
 class BusinessCentralClient:
@@ -76,6 +130,31 @@ class BusinessCentralClient:
         response = await self.transport.request("DELETE", self.record_url(entity_set, record_id, api),
                                                 headers={"If-Match": etag}, allow=frozenset({404}))
         return response.status_code != 404
+
+    async def batch(self, requests: Sequence[BatchRequest], *, isolation: str | None = "snapshot", api: str = V2,
+                    check: bool = True) -> builtins.list[BatchResponse]:
+        """Send operations as one JSON `$batch` (`POST {api root}/$batch`, body `{"requests": [{id, method, url,
+        headers, body}]}`, answered `{"responses": [{id, status, headers, body}]}`, at most 100 operations);
+        Microsoft Learn, "Using OData transactional $batch requests" (business-central/dev-itpro/webservices/
+        use-odata-batch): with the `Isolation: snapshot` header the whole batch runs in one session and one
+        transaction, so an operation that fails undoes every earlier one of the batch (the sandbox answers the
+        others 424 Failed Dependency, sandbox/bc/batch.py). Without it BC stops at the first failure and answers
+        only the operations up to it. The HTTP status of the batch itself says only that it could be read.
+
+        The answers in BC's order. `check`: a failed operation raises BatchFailed (the first that failed on its
+        own, not one rolled back with it); else the caller reads each answer's `ok`/`error()`."""
+        if not requests:
+            return []
+        response = await self.transport.request("POST", f"{self.api_root(api)}/$batch",
+                                                json={"requests": [r.as_json() for r in requests]},
+                                                headers={"Isolation": isolation} if isolation else {})
+        answers = [BatchResponse(str(a.get("id") or ""), int(a.get("status") or 0),
+                                 _batch_body(a.get("body")), dict(a.get("headers") or {}))
+                   for a in response.json().get("responses") or []]
+        failed = [a for a in answers if not a.ok]
+        if check and failed:
+            raise BatchFailed(next((a for a in failed if not a.rolled_back), failed[0]), answers)
+        return answers
 
     async def bound_action(self, entity_set: str, record_id: str, action: str) -> None:
         await self.transport.request("POST", f"{self.record_url(entity_set, record_id)}/Microsoft.NAV.{action}")
@@ -131,6 +210,10 @@ class BusinessCentralClient:
 
     async def aclose(self) -> None:
         await self.transport.aclose()
+
+
+def _batch_body(body: Any) -> Any:
+    return plain_options(body) if isinstance(body, dict) and "error" not in body else body
 
 
 def plain_options(record: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
@@ -97,6 +98,14 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
     return min(max((when - datetime.now(UTC)).total_seconds(), 0.0), MAX_RETRY_AFTER)
 
 
+# The id of the sync run a request belongs to, sent with each request so that the other system's logs can be
+# matched to the record history's entry. Business Central logs `client-request-id` in its web service telemetry
+# (Learn: "Web Service Telemetry" / "Analyzing Incoming Web Services Request Telemetry"); Dataverse's clients send
+# `x-ms-client-request-id` (microsoft/PowerPlatform-DataverseClient-Python). An extra header is harmless to both.
+RUN_ID: ContextVar[str | None] = ContextVar("bcsync_run_id", default=None)
+_RUN_ID_HEADERS = {"BC": "client-request-id", "Dataverse": "x-ms-client-request-id"}
+
+
 class ApiTransport:
     """One pooled httpx client per system, with the retry policy above."""
 
@@ -125,6 +134,9 @@ class ApiTransport:
 
     async def _send_once(self, method: str, url: str, token: str, kwargs: dict[str, Any]) -> httpx.Response:
         headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {token}"}
+        run_id = RUN_ID.get()
+        if run_id is not None and self.system in _RUN_ID_HEADERS:
+            headers[_RUN_ID_HEADERS[self.system]] = run_id
         concurrency = self._slots or contextlib.nullcontext()
         # The budget place is held for the whole exchange: it counts from the answer (see budget.py).
         budget = self.budget.slot() if self.budget else contextlib.nullcontext()

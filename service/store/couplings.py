@@ -12,8 +12,6 @@ from sqlmodel import col
 from service.store.models import Coupling, DecoupledRecord
 from service.store.outbox import utcnow
 
-SIDES = ("bc", "dataverse")
-
 
 async def find(session: AsyncSession, mapping: str, side: str, record_id: str) -> Coupling | None:
     column = col(Coupling.bc_id) if side == "bc" else col(Coupling.dataverse_id)

@@ -20,12 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from schemas.mappings import BY_NAME, dependency_order
+from schemas.vocabulary import RESULTS as COUNTERS
 from service.logging import redact_text
 from service.store.job_models import CatchUp, FullSyncLine, FullSyncRun, SubscriptionState
 from service.store.models import Coupling, MappingConfig
 from service.store.outbox import aware, utcnow
 
-COUNTERS = ("inserted", "modified", "unchanged", "skipped", "failed", "coupled", "deleted")
 READY, IN_PROGRESS, FINISHED, ERROR = "ready", "in_progress", "finished", "error"
 LABELS = {READY: "Ready", IN_PROGRESS: "In Progress", FINISHED: "Finished", ERROR: "Error"}
 KEEPER_LEASE = "job:keeper"

@@ -62,6 +62,9 @@ class Coupling(SQLModel, table=True):
     last_result: str = Field(default="coupled", max_length=32)
     attempts: int = 0
     info: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # JSON: e.g. the BC order number
+    # The side(s) the last run wrote ("bc", "dataverse", "both"): a run of that side that finds the record as
+    # our write left it (hash and modified time) is an echo, not someone's change that carried nothing new.
+    written: str | None = Field(default=None, max_length=16)
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
@@ -175,3 +178,34 @@ class Installation(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=64)
     value: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class RecordHistory(SQLModel, table=True):
+    """One run of one record of one mapping: the event(s) it served, what the integration decided and why, the
+    fields it changed (old → new; sensitive fields without their values). Written by the sync engine in the run's
+    unit of work (service/store/history.py), read by `GET /admin/records/{mapping}/{side}/{id}/history`, pruned
+    by age (`BCSYNC_HISTORY_DAYS`)."""
+
+    __tablename__ = "record_history"
+    __table_args__ = (
+        Index("ix_record_history_bc", "mapping", "bc_id"),
+        Index("ix_record_history_dataverse", "mapping", "dataverse_id"),
+        Index("ix_record_history_at", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    mapping: str = Field(max_length=64)
+    bc_id: str | None = Field(default=None, max_length=64)
+    dataverse_id: str | None = Field(default=None, max_length=64)
+    side: str = Field(max_length=16)  # the side whose record changed: bc | dataverse
+    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))  # when the run ended
+    kind: str = Field(max_length=16)  # live | reconcile | full
+    result: str = Field(max_length=16)  # schemas.vocabulary.Result
+    decision: str = Field(max_length=16)  # schemas.vocabulary.Decision
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    events: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON list of the events served
+    changes: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON list of field changes
+    correlation_id: str | None = Field(default=None, max_length=128)  # sent with the run's requests
+    duration_ms: int = 0
+    label: str | None = Field(default=None, max_length=200)  # a display title, e.g. "10000 Adatum Corporation"
+    search: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # lower-case terms, one a line

@@ -9,11 +9,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from schemas.vocabulary import RESULTS
 from service.logging import redact_text
 from service.store.models import SyncError, SyncJob
 from service.store.outbox import utcnow
 
-RESULTS = ("inserted", "modified", "deleted", "unchanged", "skipped", "failed", "coupled")
 J = SyncJob.__table__  # type: ignore[attr-defined]
 
 

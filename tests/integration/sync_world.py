@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 
-from consumers.rules import build_rules
 from consumers.rules.context import SyncContext
 from consumers.sync import SyncEngine
 from sandbox.config import SandboxConfig
@@ -122,9 +121,8 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     await upgrade_async(url)
     db = Database(url)
     bc, dv = make_clients(settings, "bcsync-sync-world-tag")
-    engine = SyncEngine(db, {})
-    ctx = SyncContext(bc=bc, dv=dv, db=db, local_currency="USD", sync_dependency=engine.sync_dependency)
-    engine.rules = build_rules(ctx)
+    engine = SyncEngine(SyncContext(bc=bc, dv=dv, db=db, local_currency="USD"))
+    ctx = engine.ctx
     human = Human(config)
     try:
         yield World(engine, ctx, db, human, config)

@@ -5,7 +5,6 @@ import asyncio
 import pytest
 
 from consumers.errors import Conflict, RecordBusy
-from consumers.rules import build_rules
 from consumers.sync import SyncEngine
 from schemas.mappings import ConflictPolicy, DeletePolicy
 from service.store import couplings, synclog
@@ -88,8 +87,7 @@ async def test_delete_policy_restore_recreates_the_record(world: World) -> None:
 
 async def test_two_engines_racing_for_one_new_record_create_it_once(world: World) -> None:
     account = await world.human.dv_create("accounts", {"name": "Raced Ltd", "customertypecode": 3})
-    second = SyncEngine(world.db, {})
-    second.rules = build_rules(world.ctx)
+    second = SyncEngine(world.ctx)
     outcomes = await asyncio.gather(
         *(engine.sync_record(engine.rules["CUSTOMER"], "dataverse", account["accountid"])
           for engine in (world.engine, second, world.engine, second)),

@@ -108,7 +108,7 @@ async def test_when_the_assigned_number_cannot_be_written_back_the_coupling_stay
     async def redrive(mapping: str, event: str) -> None:
         follow_ups.append((mapping, event))
 
-    monkeypatch.setattr(world.engine, "_give_back", refused)
+    monkeypatch.setattr(world.engine.rules["CUSTOMER"], "_give_back", refused)  # the field flow (FieldRule)
     world.engine.redrive = redrive
     await world.dv_event("CUSTOMER", "account", account["accountid"], "created")
     coupling = await coupling_of(world, "CUSTOMER", "dataverse", account["accountid"])
