@@ -1,7 +1,8 @@
 """Retention of the record history: every worker prunes entries older than `BCSYNC_HISTORY_DAYS`, every
 `EVERY_SECONDS`, oldest first in batches of `BATCH` rows, one short transaction per batch, until a batch comes back
-short. Several workers may prune at once: each batch deletes what it finds (PostgreSQL: skipping rows another
-worker is deleting), so they share the work and nothing is deleted twice."""
+short; then the table's planner statistics are refreshed (SQLite only). Several workers may prune at once: each
+batch deletes what it finds (PostgreSQL: skipping rows another worker is deleting), so they share the work and
+nothing is deleted twice."""
 
 from __future__ import annotations
 
@@ -45,4 +46,6 @@ class HistoryPruneJob:
             await asyncio.sleep(0)  # the worker's runs go on between batches
         if deleted:
             log.info("record history pruned", deleted=deleted, batches=batches, older_than=older_than.isoformat())
+        async with self.db.session() as session:
+            await history.refresh_statistics(session)
         return deleted
