@@ -14,13 +14,13 @@ from consumers.rules.base import Rule
 from consumers.rules.record_run import RecordRun
 from schemas.events import ChangeEvent
 from schemas.mappings import sensitive_fields
-from schemas.vocabulary import Applied, Decision, Result, Side
+from schemas.vocabulary import Applied, CoupledPair, Decision, Result, Side
 from service.connectors.http import ApiError, is_transient
 from service.logging import get_logger
 from service.metrics import SYNC_RECORDS
 from service.store import history, synclog
 from service.store.db import Database
-from service.store.models import Coupling, RecordHistory
+from service.store.models import RecordHistory
 
 log = get_logger(__name__)
 
@@ -90,7 +90,7 @@ async def record_error(db: Database, rule: Rule, side: Side, record_id: str, err
     log.warning("record failed", mapping=rule.name, side=side, record_id=record_id, error=message[:300])
 
 
-async def waiting_events(db: Database, coupling: Coupling) -> list[tuple[str, str]]:
+async def waiting_events(db: Database, coupling: CoupledPair) -> list[tuple[str, str]]:
     """(mapping, event JSON) of the records that waited for this coupling: they go back on their queue."""
     keys = [f"{coupling.mapping}:bc:{coupling.bc_id}", f"{coupling.mapping}:dataverse:{coupling.dataverse_id}"]
     async with db.session() as session:

@@ -26,7 +26,7 @@ from consumers.rules.context import SyncContext
 from consumers.rules.record_run import RecordRun
 from schemas.events import ChangeEvent
 from schemas.mappings import TableMapping
-from schemas.vocabulary import Applied, Decision, Result, Side
+from schemas.vocabulary import Applied, CoupledPair, Decision, Result, Side
 from service.connectors.http import RUN_ID, ApiError
 from service.logging import get_logger
 from service.metrics import EVENTS_FOLDED, SYNC_LAG
@@ -234,7 +234,7 @@ class SyncEngine:
                                  dedupe_key=f"follow-up:{rule.name}:{side}:{record_id}:{datetime.now(UTC).isoformat()}")
             await self.redrive(rule.name, event.model_dump_json())
 
-    async def _redrive_waiting(self, coupling: Coupling) -> None:
+    async def _redrive_waiting(self, coupling: CoupledPair) -> None:
         """Records that waited for this coupling get their events back on the queue."""
         for mapping, event in await outcome.waiting_events(self.db, coupling) if self.redrive is not None else []:
             await self.redrive(mapping, event)  # type: ignore[misc]

@@ -12,10 +12,15 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from service.store.models import Coupling
+
+class CoupledPair(Protocol):
+    """What the vocabulary needs of a coupling (the store's `Coupling` is one): the pair of ids of a mapping."""
+
+    mapping: str
+    bc_id: str
+    dataverse_id: str
 
 
 class Side(StrEnum):
@@ -101,7 +106,7 @@ class Applied:
     direction: str  # Side.toward of the side written (or that would have been)
     other_id: str | None = None
     source_modified: datetime | None = None
-    new_coupling: Coupling | None = None  # a coupling this run made: records waiting for it go again
+    new_coupling: CoupledPair | None = None  # a coupling this run made: records waiting for it go again
     decision: Decision | None = None  # None: the plain reading of `result`
     reason: str | None = None
     changes: list[FieldChange] = field(default_factory=list)
