@@ -98,9 +98,9 @@ async def api(tmp_path: Path, namespace: str) -> AsyncIterator[Api]:
                              "d0000000-0000-4000-8000-000000000002")  # coupled, no history
         await couplings.save(session, "ITEM-PRODUCT", ITEM_BC, ITEM_DV)
     await db.close()
-    # These routes need no broker: one where nothing listens keeps the test apart from RabbitMQ's state.
-    settings = make_settings(url, namespace, broker_url="amqp://guest:guest@127.0.0.1:1/")
-    async with running_api(settings, wait_broker=False) as (base, _), httpx.AsyncClient() as c:
+    # The api as it runs: with the real broker (an unreachable one logs its retries to stdout, into the CLI's output).
+    settings = make_settings(url, namespace)
+    async with running_api(settings) as (base, _), httpx.AsyncClient() as c:
         yield Api(base, c)
 
 
