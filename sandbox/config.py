@@ -27,6 +27,28 @@ FULFILL_BINDINGS = ("unbound", "bound")  # POST /FulfillSalesOrder | /salesorder
 
 
 @dataclass(frozen=True)
+class SandboxUser:
+    """A user of the sandbox tenant who can sign in through the Entra stand-in's login page (user picker).
+
+    `roles` are the app roles assigned to the user on the app registration: they are the values of the ID
+    token's `roles` claim ("Add app roles to your application and receive them in the token").
+    """
+
+    upn: str  # the `preferred_username` claim and the picker button's value
+    name: str  # the `name` claim
+    object_id: str  # the `oid` claim (a stable GUID, as Entra's object ids are immutable)
+    roles: tuple[str, ...] = ()
+
+
+# The fixed users of the sandbox tenant (the operator console's app roles are `Reader` and `Operator`).
+SIGNIN_USERS = (
+    SandboxUser("reader@contoso.example", "Rita Reader", "5b1d8e2a-3c4f-4a6b-9d7e-1f2a3b4c5d01", ("Reader",)),
+    SandboxUser("operator@contoso.example", "Oscar Operator", "5b1d8e2a-3c4f-4a6b-9d7e-1f2a3b4c5d02", ("Operator",)),
+    SandboxUser("nobody@contoso.example", "Nora Noroles", "5b1d8e2a-3c4f-4a6b-9d7e-1f2a3b4c5d03", ()),
+)
+
+
+@dataclass(frozen=True)
 class SandboxConfig:
     tenant_id: str = DEMO_TENANT_ID
     client_id: str = DEMO_CLIENT_ID
@@ -54,6 +76,11 @@ class SandboxConfig:
     async_primary_name_image: bool = True  # asynchronous steps add the AsynchronousStepPrimaryName image
     zero_operation_id: bool = False  # webhooks carry OperationId 00000000-… (then RequestId identifies them)
     fulfill_binding: str = "unbound"
+    # --- Entra sign-in (authorization code flow) -------------------------------------------------------------
+    # Registered redirect URIs (reply URLs) of the app registration, `BCSYNC_SANDBOX_REPLY_URLS` comma-separated.
+    # Empty: see sandbox/entra_signin.py (any loopback URL whose path ends with /console/auth/callback).
+    reply_urls: tuple[str, ...] = ()
+    users: tuple[SandboxUser, ...] = SIGNIN_USERS
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -73,6 +100,8 @@ class SandboxConfig:
             "environment": env.get("BCSYNC_BC_ENVIRONMENT") or DEMO_ENVIRONMENT,
         }
         values.update(readings_from_env(env))
+        if env.get("BCSYNC_SANDBOX_REPLY_URLS") is not None:
+            values["reply_urls"] = tuple(u.strip() for u in env["BCSYNC_SANDBOX_REPLY_URLS"].split(",") if u.strip())
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 

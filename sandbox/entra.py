@@ -1,4 +1,5 @@
-"""Microsoft Entra stand-in (HTTPS): OpenID metadata, JWKS and the client-credentials token endpoint.
+"""Microsoft Entra stand-in (HTTPS): OpenID metadata, JWKS, the token endpoint (client credentials, and the
+authorization code flow of user sign-in with its login page and logout, sandbox/entra_signin.py).
 
 It answers only the configured tenant and client, in Entra's JSON error format, so that the real MSAL
 library works against it (`instance_discovery=False`, authority `https://127.0.0.1:<port>/<tenant>`).
@@ -10,35 +11,24 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
-import uuid
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from sandbox.config import SandboxConfig
+from sandbox.entra_signin import SignIn, error_page, json_error, register
 from sandbox.tokens import TokenIssuer
 
-
-def entra_error(status: int, error: str, code: int, description: str) -> JSONResponse:
-    trace, correlation = str(uuid.uuid4()), str(uuid.uuid4())
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-    body = {
-        "error": error,
-        "error_description": f"AADSTS{code}: {description} Trace ID: {trace} Correlation ID: {correlation} "
-                             f"Timestamp: {now}",
-        "error_codes": [code], "timestamp": now, "trace_id": trace, "correlation_id": correlation,
-        "error_uri": f"https://login.microsoftonline.com/error?code={code}",
-    }
-    return JSONResponse(body, status_code=status)
+entra_error = json_error  # Entra's JSON error body (sandbox/entra_signin.py)
 
 
 def create_app(config: SandboxConfig, tokens: TokenIssuer) -> FastAPI:
     app = FastAPI(title="bcsync sandbox: Microsoft Entra", openapi_url=None)
     app.state.tokens = tokens
     app.state.issued = 0
+    app.state.signin = signin = SignIn(config, tokens)
     host = tokens.issuer_host
 
     def known(tenant: str) -> bool:
@@ -67,7 +57,15 @@ def create_app(config: SandboxConfig, tokens: TokenIssuer) -> FastAPI:
             "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
             "http_logout_supported": True, "frontchannel_logout_supported": True,
             "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
-            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "tid", "oid", "appid", "roles"],
+            # Entra's live document lists these claims (as quoted in public threads; Learn's sample is truncated)
+            # and, like it, no `code_challenge_methods_supported` although PKCE works (S256 and plain, "Microsoft
+            # identity platform and OAuth 2.0 authorization code flow"; e.g. modelcontextprotocol/typescript-sdk#832
+            # reports the key missing): clients must not depend on it. The sandbox adds `oid` and `roles`, which
+            # Entra's list leaves out although its ID tokens carry them ("ID token claims reference").
+            "claims_supported": ["sub", "iss", "cloud_instance_name", "cloud_instance_host_name",
+                                 "cloud_graph_host_name", "msgraph_host", "aud", "exp", "iat", "auth_time", "acr",
+                                 "nonce", "preferred_username", "name", "tid", "ver", "at_hash", "c_hash", "email",
+                                 "oid", "roles"],
             "tenant_region_scope": "EU", "cloud_instance_name": "microsoftonline.com",
             "cloud_graph_host_name": "graph.windows.net", "msgraph_host": "graph.microsoft.com",
         }
@@ -94,7 +92,7 @@ def create_app(config: SandboxConfig, tokens: TokenIssuer) -> FastAPI:
         if not grant:
             return entra_error(400, "invalid_request", 900144,
                                "The request body must contain the following parameter: 'grant_type'.")
-        if grant != "client_credentials":
+        if grant not in ("client_credentials", "authorization_code", "refresh_token"):
             return entra_error(400, "unsupported_grant_type", 70003,
                                f"The app requested an unsupported grant type '{grant}'.")
         if not client_id:
@@ -104,11 +102,19 @@ def create_app(config: SandboxConfig, tokens: TokenIssuer) -> FastAPI:
             return entra_error(400, "unauthorized_client", 700016,
                                f"Application with identifier '{client_id}' was not found in the directory "
                                f"'{config.tenant_id}'.")
+        if grant != "client_credentials" and not secret and not form.get("client_assertion"):
+            # "Microsoft Entra authentication and authorization error codes": AADSTS7000218
+            return entra_error(401, "invalid_client", 7000218, "The request body must contain the following "
+                                                               "parameter: 'client_assertion' or 'client_secret'.")
         if not secrets.compare_digest(secret.encode(), config.client_secret.encode()):
             return entra_error(401, "invalid_client", 7000215,
                                "Invalid client secret provided. Ensure the secret being sent in the request "
                                f"is the client secret value, not the client secret ID, for a secret added to "
                                f"app '{client_id}'.")
+        if grant == "authorization_code":
+            return signin.redeem(client_id, form)
+        if grant == "refresh_token":
+            return signin.refresh(client_id, form)
         if not scope:
             return entra_error(400, "invalid_request", 900144,
                                "The request body must contain the following parameter: 'scope'.")
@@ -123,10 +129,19 @@ def create_app(config: SandboxConfig, tokens: TokenIssuer) -> FastAPI:
         return JSONResponse({"token_type": "Bearer", "expires_in": expires_in, "ext_expires_in": expires_in,
                              "access_token": access_token}, headers={"Cache-Control": "no-store, no-cache"})
 
+    def unknown_tenant_page(tenant: str) -> HTMLResponse:
+        return error_page(400, 90002, f"Tenant '{tenant}' not found. Check to make sure you have the correct "
+                                      "tenant ID.")
+
+    register(app, signin, known, unknown_tenant_page)
+
     @app.get("/_sandbox/state")
     async def state() -> dict[str, Any]:
         return {"tenantId": config.tenant_id, "clientId": config.client_id, "issuer": tokens.issuer,
-                "tokenLifetime": tokens.lifetime, "tokensIssued": app.state.issued}
+                "tokenLifetime": tokens.lifetime, "tokensIssued": app.state.issued, "signIns": signin.sign_ins,
+                "replyUrls": list(config.reply_urls),
+                "users": [{"upn": u.upn, "name": u.name, "oid": u.object_id, "roles": list(u.roles)}
+                          for u in config.users]}
 
     @app.post("/_sandbox/tokens")
     async def token_settings(request: Request) -> dict[str, Any]:

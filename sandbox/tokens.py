@@ -2,6 +2,8 @@
 
 Tokens are RS256 JWTs signed with a key made at start. The audience is the resource of the requested
 scope (the scope without `/.default`), as Entra does it; they expire after `lifetime` seconds.
+`sign()` signs other tokens with the same key (the ID tokens of the sign-in flow, sandbox/entra_signin.py), so
+one JWKS (`public_jwk`) verifies them all.
 """
 
 from __future__ import annotations
@@ -43,6 +45,15 @@ class TokenIssuer:
         }
         token = jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.key_id})
         return token, self.lifetime
+
+    def sign(self, claims: dict[str, object]) -> str:
+        """An RS256 JWT of `claims` with this issuer's key (header `typ` JWT, `alg` RS256, `kid`), as Entra's
+        header claims are listed in "ID token claims reference"."""
+        return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.key_id, "typ": "JWT"})
+
+    def decode(self, token: str, audience: str) -> dict[str, object]:
+        """The claims of a token this issuer signed for `audience` (signature, issuer, audience and time checked)."""
+        return jwt.decode(token, self._key.public_key(), algorithms=["RS256"], audience=audience, issuer=self.issuer)
 
     def validate(self, authorization: str | None, audience: str) -> dict[str, object]:
         """Check an `Authorization: Bearer …` header value for `audience`; returns the claims."""
