@@ -23,6 +23,7 @@ from service.store.db import Database
 from service.store.models import RecordHistory
 
 log = get_logger(__name__)
+WROTE = (Result.INSERTED, Result.MODIFIED, Result.COUPLED)  # the results whose lag is measured
 
 
 def event_view(event: ChangeEvent) -> dict[str, Any]:
@@ -47,7 +48,15 @@ def history_entry(rule: Rule, run: RecordRun, applied: Applied, events: Sequence
         kind=run.kind, result=applied.result, decision=applied.decided(), reason=applied.reason,
         events=[event_view(e) for e in events], changes=applied.changes, sensitive=sensitive_fields(rule.mapping),
         correlation_id=run_id, duration_ms=duration_ms, label=label,
-        terms=[t for t in (*terms, *(i for i in ids.values() if i)) if t], value_chars=value_chars)
+        terms=[t for t in (*terms, *(i for i in ids.values() if i)) if t], value_chars=value_chars,
+        lag_ms=lag_ms(applied))
+
+
+def lag_ms(applied: Applied) -> int | None:
+    """A write's lag (the same measure as bcsync_sync_lag_seconds): from the source's modified time to now."""
+    if applied.result not in WROTE or applied.source_modified is None:
+        return None
+    return max(0, int((datetime.now(UTC) - applied.source_modified).total_seconds() * 1000))
 
 
 async def record_outcome(db: Database, rule: Rule, run: RecordRun, applied: Applied, entry: RecordHistory) -> None:

@@ -208,7 +208,7 @@ class SyncEngine:
                 duration_ms = int((time.perf_counter() - started) * 1000)
                 entry = outcome.history_entry(rule, run, applied, events, run_id, duration_ms, self.history_value_chars)
                 await outcome.record_outcome(self.db, rule, run, applied, entry)
-        if applied.result in (Result.INSERTED, Result.MODIFIED, Result.COUPLED) and applied.source_modified:
+        if applied.result in outcome.WROTE and applied.source_modified:
             SYNC_LAG.labels(rule.name).observe(max(0.0, (datetime.now(UTC) - applied.source_modified).total_seconds()))
         if applied.new_coupling is not None:
             await self._redrive_waiting(applied.new_coupling)

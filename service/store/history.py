@@ -45,7 +45,8 @@ H = RecordHistory.__table__  # type: ignore[attr-defined]
 def entry(*, mapping: str, side: Side, record_id: str, bc_id: str | None, dataverse_id: str | None, kind: str,
           result: Result, decision: Decision, reason: str | None, events: Sequence[dict[str, Any]],
           changes: Sequence[FieldChange], sensitive: Collection[str], correlation_id: str | None, duration_ms: int,
-          label: str | None, terms: Iterable[str], value_chars: int = VALUE_CHARS) -> RecordHistory:
+          label: str | None, terms: Iterable[str], value_chars: int = VALUE_CHARS,
+          lag_ms: int | None = None) -> RecordHistory:
     """The history entry of one run (not added to any session: the caller adds it to the run's unit of work).
 
     - `side`/`record_id`: the record that changed (the run's source). Its id fills `bc_id` or `dataverse_id` when
@@ -78,7 +79,8 @@ def entry(*, mapping: str, side: Side, record_id: str, bc_id: str | None, datave
         events=json.dumps([_event(e) for e in list(events)[-EVENTS_KEPT:]], ensure_ascii=False),
         changes=json.dumps([_change(c, hidden, value_chars) for c in changes], ensure_ascii=False),
         correlation_id=correlation_id[:128] if correlation_id else None,
-        duration_ms=max(0, int(duration_ms)), label=title, search=search_text([title or "", *terms]))
+        duration_ms=max(0, int(duration_ms)), lag_ms=max(0, int(lag_ms)) if lag_ms is not None else None,
+        label=title, search=search_text([title or "", *terms]))
 
 
 def _id(record_id: str) -> str:
@@ -291,3 +293,10 @@ async def refresh_statistics(session: AsyncSession) -> None:
     docs/benchmarks.md). PostgreSQL's autovacuum keeps its own."""
     if session.get_bind().dialect.name == "sqlite":
         await session.execute(text("ANALYZE record_history"))
+
+
+async def recent_runs(session: AsyncSession, since: datetime, *, limit: int) -> list[tuple[str, datetime, int | None]]:
+    """(mapping, at, lag_ms) of the newest runs since `since`, at most `limit` (the console's last-hour chart)."""
+    rows = await session.execute(
+        select(H.c.mapping, H.c.at, H.c.lag_ms).where(H.c.at >= since).order_by(H.c.at.desc()).limit(limit))
+    return [(m, aware(at), lag) for m, at, lag in rows.all()]

@@ -207,5 +207,8 @@ class RecordHistory(SQLModel, table=True):
     changes: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON list of field changes
     correlation_id: str | None = Field(default=None, max_length=128)  # sent with the run's requests
     duration_ms: int = 0
+    # A write's lag: from the source's modified time to the end of the run (what bcsync_sync_lag_seconds observes);
+    # null when nothing was written. The console's overview charts it per minute.
+    lag_ms: int | None = None
     label: str | None = Field(default=None, max_length=200)  # a display title, e.g. "10000 Adatum Corporation"
     search: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # lower-case terms, one a line
