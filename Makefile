@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast test-faults lint bench soak clean
+.PHONY: install demo test screenshots test-fast test-faults lint bench soak clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,10 +25,18 @@ demo: $(STAMP)  ## sandbox + api + worker with a scripted story (ARGS=--once to 
 TEST_PROCESSES ?= 4
 OWN_PROCESS_TESTS := tests/security/test_schemathesis.py
 
-test: $(STAMP)  ## the whole suite (starts PostgreSQL and RabbitMQ if they are down)
+test: $(STAMP)  ## the whole suite (starts PostgreSQL and RabbitMQ if they are down, installs Chromium if root)
 	bash scripts/ensure-services.sh
+	bash scripts/ensure-browser.sh
 	$(BIN)/pytest -q -n $(TEST_PROCESSES) --dist loadfile --ignore=$(OWN_PROCESS_TESTS)
 	$(BIN)/pytest -q $(OWN_PROCESS_TESTS)
+
+# The browser tests (tests/browser) with their screenshots written to docs/console/ (elsewhere they go to pytest's
+# temporary directory, so that an ordinary run leaves the tree clean).
+screenshots: $(STAMP)  ## browser tests; full-page screenshots of the console to docs/console/
+	bash scripts/ensure-services.sh
+	bash scripts/ensure-browser.sh
+	BCSYNC_SCREENSHOTS=1 BCSYNC_REQUIRE_BROWSER=1 $(BIN)/pytest -q tests/browser
 
 test-fast: $(STAMP)  ## unit tests only: no services needed
 	$(BIN)/pytest -q tests/unit
@@ -47,6 +55,7 @@ bench: $(STAMP)  ## benchmarks; results go to docs/benchmarks.md
 	$(BIN)/python -m bench.sandbox
 	$(BIN)/python -m bench.documents
 	$(BIN)/python -m bench.sync
+	$(BIN)/python -m bench.console
 
 soak: $(STAMP)  ## 30-minute soak at 50 changes/s, not in CI (ARGS=--minutes 3); docs/soak.* and docs/benchmarks.md
 	bash scripts/ensure-services.sh
