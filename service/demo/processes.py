@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -53,6 +54,8 @@ class DemoStack:
     entra_port: int = field(default_factory=lambda: pick(8443))
     api_port: int = field(default_factory=lambda: pick(8000))
     namespace: str = field(default_factory=lambda: os.environ.get("BCSYNC_NAMESPACE", "bcsync-demo"))
+    # signs the console's session cookies; new each run, so a cookie from an earlier demo is worth nothing
+    session_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -62,6 +65,10 @@ class DemoStack:
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def console_url(self) -> str:
+        return f"{self.api_url}/console"
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BCSYNC_")}
@@ -75,7 +82,8 @@ class DemoStack:
             "BCSYNC_BC_URL": f"http://127.0.0.1:{self.bc_port}/v2.0/{{tenant}}/production",
             "BCSYNC_DATAVERSE_URL": f"http://127.0.0.1:{self.dataverse_port}",
             "BCSYNC_DATAVERSE_WEBHOOK_KEY": "demo-webhook-key", "BCSYNC_BC_CLIENT_STATE": "demo-client-state",
-            "BCSYNC_PUBLIC_URL": self.api_url, "BCSYNC_ADMIN_TOKEN": "demo-admin-token",
+            "BCSYNC_PUBLIC_URL": self.api_url,  # the console's sign-in redirect comes back here
+            "BCSYNC_CONSOLE_SESSION_SECRET": self.session_secret, "BCSYNC_ADMIN_TOKEN": "demo-admin-token",
             "BCSYNC_HOST": "127.0.0.1", "BCSYNC_PORT": str(self.api_port), "BCSYNC_RECONCILE_MINUTES": "0",
             "BCSYNC_WORKER_METRICS_PORT": "0", "REQUESTS_CA_BUNDLE": self.ca_file, "SSL_CERT_FILE": self.ca_file,
         })

@@ -69,6 +69,11 @@ def main(once: bool) -> int:
     def say(text: str) -> None:
         print(text, flush=True)
 
+    def stop_on_term(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # like Ctrl-C: the `finally` below stops the processes (they run in own sessions)
+
+    signal.signal(signal.SIGTERM, stop_on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored (`&`)
     workdir = Path.cwd() / ".bcsync-demo"
     workdir.mkdir(exist_ok=True)
     stack = DemoStack(workdir)
@@ -92,6 +97,7 @@ def main(once: bool) -> int:
         steps = asyncio.run(story())
         say("")
         say(summary(steps))
+        say(f"Console: {stack.console_url} (sign in as operator@contoso.example)")
         if once:
             return 0 if all(s.ok for s in steps) else 1
         say("")
@@ -99,7 +105,8 @@ def main(once: bool) -> int:
             f"BC http://127.0.0.1:{stack.bc_port}/_sandbox/state, Dataverse http://127.0.0.1:{stack.dataverse_port}"
             "/_sandbox. Ctrl-C stops everything.")
         with contextlib.suppress(KeyboardInterrupt):
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            while True:
+                signal.pause()
         return 0
     finally:
         stack.stop()

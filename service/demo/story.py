@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from service.demo.documents_story import document_flow
+
 Check = Callable[[], Awaitable[Any]]
 
 
@@ -61,6 +63,16 @@ class People:
         response.raise_for_status()
         return response.json()["value"]
 
+    async def dv_submit_order(self, order_id: str) -> None:
+        """The salesperson's "Submit order" button (the order becomes Submitted, statecode 1)."""
+        (await self.dv.post(f"/salesorders/{order_id}/submit")).raise_for_status()
+
+    async def bc_post_order(self, order_id: str) -> dict[str, Any]:
+        """The accountant's "Post" (ship and invoice): the order goes, the posted invoice it became."""
+        response = await self.bc.post(f"/salesOrders/{order_id}/post")
+        response.raise_for_status()
+        return response.json()
+
     async def writes_by_integration(self) -> int:
         """Write requests the service made to either system so far (the sandboxes' request logs)."""
         total = 0
@@ -90,21 +102,21 @@ async def run_story(people: People, say: Callable[[str], None]) -> list[Step]:
     steps: list[Step] = []
 
     async def step(title: str, act: Callable[[], Awaitable[None]], check: Check,
-                   describe: Callable[[Any], str]) -> Any:
+                   describe: Callable[[Any], str], within: float = 30.0) -> Any:
         current = Step(title)
         steps.append(current)
         say(f"▶ {title}")
         started = time.monotonic()
         try:
             await act()
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, LookupError) as exc:  # LookupError: what the person needs is not there
             current.detail = f"the person's own action failed: {exc}"
             say(f"  ✘ {current.detail}")
             return None
-        found = await until(check)
+        found = await until(check, within)
         current.seconds = time.monotonic() - started
         current.ok = bool(found)
-        current.detail = describe(found) if found else "did not happen within 30 s"
+        current.detail = describe(found) if found else f"did not happen within {within:.0f} s"
         say(f"  {'✔' if current.ok else '✘'} {current.detail} ({current.seconds:.1f} s)")
         return found
 
@@ -146,7 +158,7 @@ async def run_story(people: People, say: Callable[[str], None]) -> list[Step]:
         found = await people.dv_find("products", "name eq 'Bike helmet'")
         return found[0] if found and found[0].get("statecode") == 0 else None
 
-    await step("In Business Central, a new unit 'CRATE' and the item 'Bike helmet' sold per CRATE", new_item,
+    product = await step("In Business Central, a new unit 'CRATE' and the item 'Bike helmet' sold per CRATE", new_item,
                product_in_sales, lambda p: f"product {p['productnumber']} is Active in Sales at {p['price']}, with a "
                                            "unit group CRATE made first")
 
@@ -170,6 +182,8 @@ async def run_story(people: People, say: Callable[[str], None]) -> list[Step]:
 
     await step("Alex renames the account in Sales", rename, renamed_in_bc,
                lambda c: f"customer {c['number']} is now '{c['displayName']}' in BC")
+
+    await document_flow(people, step, str(account.get("accountid") or ""), product)
 
     quiet = Step("Nothing echoes back: 5 s without a single write by bcsync")
     steps.append(quiet)
