@@ -3,14 +3,15 @@ operations issue; this module holds the authentication and the status overview."
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from schemas.mappings import MAPPINGS
 from service.api.deps import BrokerDep, DatabaseDep, SettingsDep, secret_matches
+from service.api.models_setup import SetupCheck, SetupReport
 from service.logging import get_logger
 from service.metrics import SYNC_LAG
 from service.setup import SetupRefused, run_check, run_setup
@@ -42,12 +43,13 @@ class MappingStatus(BaseModel):
     direction: str
     depends_on: list[str]
     on_hold: bool
-    available: bool  # False: setup keeps it off (see `unavailable_reason`)
+    available: bool = Field(description="false: setup keeps it off (see `unavailable_reason`)")
     unavailable_reason: str | None
-    bc_delivery: str | None  # push (webhook) | poll | none (BC's changes not needed) | null before setup
-    queue_depth: int | None  # None while RabbitMQ is unreachable
-    last_success: str | None
-    lag_seconds: float | None
+    bc_delivery: str | None = Field(
+        description="push (webhook) | poll | none (BC's changes not needed) | null before setup")
+    queue_depth: int | None = Field(description="null while RabbitMQ is unreachable")
+    last_success: str | None = Field(description="ISO 8601: when the mapping last wrote or coupled something")
+    lag_seconds: float | None = Field(description="mean lag this api process observed, if any")
     open_errors: int
 
 
@@ -105,27 +107,27 @@ def lag_seconds(mapping: str) -> float | None:
     return None
 
 
-@router.post("/setup", responses={400: {}, 503: {}})
-async def setup(request: Request, settings: SettingsDep, db: DatabaseDep) -> dict[str, Any]:
+@router.post("/setup", response_model=SetupReport, responses={400: {}, 503: {}})
+async def setup(request: Request, settings: SettingsDep, db: DatabaseDep) -> SetupReport:
     """The assisted setup: check both connections (and refuse an interactive integration user), seed the
     default mappings, register the BC subscriptions and the Dataverse webhook; idempotent."""
     bc, dv = getattr(request.app.state, "bc", None), getattr(request.app.state, "dv", None)
     if bc is None or dv is None:
         raise HTTPException(503, "the Business Central and Dataverse connections are not configured")
     try:
-        return await run_setup(settings, bc, dv, db)
+        return SetupReport.model_validate(await run_setup(settings, bc, dv, db))
     except SetupRefused as exc:
         raise HTTPException(400, str(exc)) from None
 
 
-@router.get("/setup/check", responses={400: {}, 503: {}})
-async def setup_check(request: Request, db: DatabaseDep) -> dict[str, Any]:
+@router.get("/setup/check", response_model=SetupCheck, responses={400: {}, 503: {}})
+async def setup_check(request: Request, db: DatabaseDep) -> SetupCheck:
     """Read-only: the mappings held against both systems' live metadata (unknown or read-only fields, option
     values, lookups), which mappings setup would keep off and why, and which BC sides it would poll."""
     bc, dv = getattr(request.app.state, "bc", None), getattr(request.app.state, "dv", None)
     if bc is None or dv is None:
         raise HTTPException(503, "the Business Central and Dataverse connections are not configured")
     try:
-        return await run_check(bc, dv, db)
+        return SetupCheck.model_validate(await run_check(bc, dv, db))
     except SetupRefused as exc:
         raise HTTPException(400, str(exc)) from None

@@ -19,18 +19,32 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import aio_pika
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 
 from schemas.mappings import BY_NAME, DATAVERSE_SETS, TableMapping
 from service.api.admin import require_admin
 from service.api.admin_mappings import MappingName
 from service.api.deps import BrokerDep, DatabaseDep, SettingsDep
+from service.api.models_jobs import (
+    CatchUpRequest,
+    CatchUpRequested,
+    CatchUpState,
+    CatchUpStates,
+    FullSyncRequest,
+    FullSyncRestarted,
+    FullSyncRunOut,
+    FullSyncStarted,
+    FullSyncStatus,
+    ReconcileJobList,
+    ReconcileJobOut,
+    ReviewLine,
+    Subscriptions,
+    SubscriptionsRefresh,
+)
 from service.broker import Broker
 from service.connectors.business_central import BusinessCentralClient
 from service.connectors.dataverse import DataverseClient
@@ -46,11 +60,6 @@ router = APIRouter(prefix="/admin", tags=["admin: jobs"], dependencies=[Depends(
 
 NO_RECORDS, COUPLE, FULL = "No records", "Couple records", "Full Synch."
 KEEPER_WAIT_SECONDS = 10.0
-# The optional body of POST /admin/full-sync and /admin/catch-up (read by `json_body`).
-MAPPINGS_BODY = {"requestBody": {"required": False, "content": {"application/json": {"schema": {
-    "type": "object", "additionalProperties": False,
-    "properties": {"mappings": {"type": ["array", "null"], "minItems": 1,
-                                "items": {"type": "string", "minLength": 1}}}}}}}}
 
 
 # ---- helpers ----------------------------------------------------------------------------------------------------
@@ -77,7 +86,7 @@ async def _count(client: Any, url: str, filter_: str | None) -> int | None:
     return int(count) if isinstance(count, int) else len(body.get("value", []))
 
 
-async def review_line(request: Request, mapping: TableMapping, couplings: int) -> dict[str, Any]:
+async def review_line(request: Request, mapping: TableMapping, couplings: int) -> ReviewLine:
     bc: BusinessCentralClient | None = getattr(request.app.state, "bc", None)
     dv: DataverseClient | None = getattr(request.app.state, "dv", None)
     bc_count = dv_count = None
@@ -85,13 +94,13 @@ async def review_line(request: Request, mapping: TableMapping, couplings: int) -
         bc_count, dv_count = await asyncio.gather(
             _count(bc, bc.collection_url(mapping.bc_entity, mapping.bc_api), mapping.bc_filter),
             _count(dv, f"{dv.api_root}/{DATAVERSE_SETS[mapping.dataverse_entity]}", mapping.dataverse_filter))
-    return {"mapping": mapping.name, "direction": mapping.direction.value,
-            "depends_on": [d for d in mapping.depends_on if d in jobs.full_sync_mappings()],
-            "couplings": couplings, "bc_records": bc_count, "dataverse_records": dv_count,
-            "recommendation": recommend(bc_count, dv_count, couplings)}
+    return ReviewLine(mapping=mapping.name, direction=mapping.direction.value,
+                      depends_on=[d for d in mapping.depends_on if d in jobs.full_sync_mappings()],
+                      couplings=couplings, bc_records=bc_count, dataverse_records=dv_count,
+                      recommendation=recommend(bc_count, dv_count, couplings))
 
 
-async def review(request: Request, db: Any, names: list[str]) -> list[dict[str, Any]]:
+async def review(request: Request, db: Any, names: list[str]) -> list[ReviewLine]:
     async with db.session() as session:
         coupled = {name: await jobs.count_couplings(session, name) for name in names}
     return list(await asyncio.gather(*(review_line(request, BY_NAME[n], coupled[n]) for n in names)))
@@ -111,30 +120,11 @@ async def kick(broker: Broker, kind: str) -> None:
         log.warning("control message not sent", kind=kind, error=str(exc)[:200])
 
 
-async def json_body(request: Request, allowed: set[str]) -> dict[str, Any]:
-    """An optional JSON object body with only `allowed` keys (400 otherwise)."""
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise HTTPException(400, "the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise HTTPException(400, "the body must be a JSON object")
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise HTTPException(400, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
-    return body
-
-
-def chosen_mappings(body: dict[str, Any], covered: list[str]) -> list[str]:
-    """`mappings` of a body: a non-empty list of names out of `covered` (all of them when absent)."""
-    if "mappings" not in body or body["mappings"] is None:
+def chosen_mappings(names: list[str] | None, covered: list[str]) -> list[str]:
+    """The `mappings` of a body (a non-empty list of names, checked by its model) out of `covered`, in their
+    order there; all of them when absent."""
+    if names is None:
         return covered
-    names = body["mappings"]
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
-        raise HTTPException(400, "mappings must be a non-empty list of mapping names, e.g. [\"CUSTOMER\"]")
     for name in names:
         if name not in BY_NAME:
             raise HTTPException(404, f"unknown mapping {name!r}; mappings: {', '.join(BY_NAME)}")
@@ -157,19 +147,20 @@ def known_mapping(name: str) -> str:
     return name
 
 
-def _run_json(run: Any, lines: list[Any]) -> dict[str, Any]:
+def _run_json(run: Any, lines: list[Any]) -> FullSyncRunOut:
     now = utcnow()
-    return {"id": run.id, "status": jobs.run_status(lines), "created_at": run.created_at.isoformat(),
-            "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-            "waiting_for_error": sorted(jobs.blocked(lines)),
-            "lines": [jobs.line_json(line, now) for line in lines]}
+    return FullSyncRunOut.model_validate({
+        "id": run.id, "status": jobs.run_status(lines), "created_at": run.created_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "waiting_for_error": sorted(jobs.blocked(lines)), "lines": [jobs.line_json(line, now) for line in lines]})
 
 
 # ---- full synchronization ---------------------------------------------------------------------------------------
 
 
-@router.get("/full-sync")
-async def full_sync_status(request: Request, db: DatabaseDep, review_lines: bool = True) -> dict[str, Any]:
+# `review` is left out with `review_lines=false` (unset fields are not answered).
+@router.get("/full-sync", response_model=FullSyncStatus, response_model_exclude_unset=True)
+async def full_sync_status(request: Request, db: DatabaseDep, review_lines: bool = True) -> FullSyncStatus:
     """The latest run with its lines (status Ready / In Progress / Finished / Error, counts, timestamps), and
     the review: per mapping in dependency order, the record counts and the recommendation.
     `?review_lines=false` skips the review (it reads one page per side and mapping)."""
@@ -180,20 +171,18 @@ async def full_sync_status(request: Request, db: DatabaseDep, review_lines: bool
     unavailable = await unavailable_mappings(db)
     if review_lines:
         out["review"] = await review(request, db, [n for n in jobs.full_sync_mappings() if n not in unavailable])
-    out["unavailable"] = unavailable
-    return out
+    return FullSyncStatus(**out, unavailable=unavailable)
 
 
-@router.post("/full-sync", status_code=202, responses={400: {}, 404: {}, 409: {}}, openapi_extra=MAPPINGS_BODY)
-async def full_sync_start(request: Request, db: DatabaseDep, broker: BrokerDep) -> dict[str, Any]:
+@router.post("/full-sync", status_code=202, response_model=FullSyncStarted, responses={400: {}, 404: {}, 409: {}})
+async def full_sync_start(body: Annotated[FullSyncRequest, Body(default_factory=FullSyncRequest)], request: Request,
+                          db: DatabaseDep, broker: BrokerDep) -> FullSyncStarted:
     """Start a full synchronization of every mapping (or `{"mappings": [...]}`); 409 while one runs."""
-    body = await json_body(request, {"mappings"})
     unavailable = await unavailable_mappings(db)
-    asked = body.get("mappings")
-    refused = [n for n in asked if isinstance(n, str) and n in unavailable] if isinstance(asked, list) else []
+    refused = [n for n in body.mappings or [] if n in unavailable]
     if refused:
         raise HTTPException(409, "; ".join(f"{n} cannot run here: {unavailable[n]}" for n in refused))
-    names = [n for n in chosen_mappings(body, jobs.full_sync_mappings()) if n not in unavailable]
+    names = [n for n in chosen_mappings(body.mappings, jobs.full_sync_mappings()) if n not in unavailable]
     lines_review = await review(request, db, names)
     owner = uuid.uuid4().hex
     async with db.session() as session:
@@ -205,17 +194,17 @@ async def full_sync_start(request: Request, db: DatabaseDep, broker: BrokerDep) 
             if current and jobs.run_status(current) == jobs.IN_PROGRESS:
                 raise HTTPException(409, f"full synchronization run {run.id} is in progress; wait for it to finish "
                                          "or restart its lines")
-        run = await jobs.create_run(session, names, {r["mapping"]: r["recommendation"] for r in lines_review})
+        run = await jobs.create_run(session, names, {r.mapping: r.recommendation for r in lines_review})
         await locks.release(session, ["job:full-sync-start"], owner)
         assert run.id is not None
         lines = await jobs.run_lines(session, run.id)
     log.info("full synchronization started", run=run.id, mappings=names)
     await kick(broker, "full-sync")
-    return {"run": _run_json(run, lines), "review": lines_review}
+    return FullSyncStarted(run=_run_json(run, lines), review=lines_review)
 
 
-@router.delete("/full-sync/lines/{name}", responses={404: {}, 409: {}})
-async def full_sync_restart(name: MappingName, db: DatabaseDep, broker: BrokerDep) -> dict[str, Any]:
+@router.delete("/full-sync/lines/{name}", response_model=FullSyncRestarted, responses={404: {}, 409: {}})
+async def full_sync_restart(name: MappingName, db: DatabaseDep, broker: BrokerDep) -> FullSyncRestarted:
     """Delete and re-add a line in Error or In Progress (e.g. stuck after a worker died): it is Ready
     again with zero counts and runs as soon as its dependencies have finished."""
     known_mapping(name)
@@ -233,31 +222,38 @@ async def full_sync_restart(name: MappingName, db: DatabaseDep, broker: BrokerDe
         lines = await jobs.run_lines(session, line.run_id)
     log.info("full synchronization line restarted", run=line.run_id, mapping=name)
     await kick(broker, "full-sync")
-    return {"run": _run_json(run, lines)}
+    return FullSyncRestarted(run=_run_json(run, lines))
 
 
 # ---- webhook registrations --------------------------------------------------------------------------------------
 
 
-async def _states(db: Any) -> dict[str, Any]:
+async def _states(db: Any) -> Subscriptions:
     async with db.session() as session:
         rows = await jobs.subscription_states(session)
-    return {"bc": [jobs.subscription_json(r) for r in rows if r.system == "bc"],
-            "dataverse": [jobs.subscription_json(r) for r in rows if r.system == "dataverse"]}
+    return Subscriptions.model_validate({
+        "bc": [jobs.subscription_json(r) for r in rows if r.system == "bc"],
+        "dataverse": [jobs.subscription_json(r) for r in rows if r.system == "dataverse"]})
 
 
-@router.get("/subscriptions")
-async def subscriptions(db: DatabaseDep) -> dict[str, Any]:
+@router.get("/subscriptions", response_model=Subscriptions)
+async def subscriptions(db: DatabaseDep) -> Subscriptions:
     """The BC subscriptions and the Dataverse registration as the keeper last saw them (id, resource,
     expiry, status kept/renewed/created/failed/missing, last check, error)."""
     return await _states(db)
 
 
-@router.post("/subscriptions/refresh", responses={409: {}, 502: {}})
+@router.post("/subscriptions/refresh", response_model=SubscriptionsRefresh, responses={409: {}, 502: {}})
 async def subscriptions_refresh(request: Request, db: DatabaseDep, broker: BrokerDep,
                                 settings: SettingsDep) -> JSONResponse:
     """Run the keeper now: renew, re-create, check the Dataverse registration; catch-up for the mappings
-    whose subscription was re-created."""
+    whose subscription was re-created. 502 (with the same body) when the keeper met errors."""
+    answer = await refresh_subscriptions(request, db, broker, settings)
+    return JSONResponse(answer.model_dump(mode="json"), status_code=502 if answer.report.errors else 200)
+
+
+async def refresh_subscriptions(request: Request, db: Any, broker: Broker, settings: Any) -> SubscriptionsRefresh:
+    """`POST /admin/subscriptions/refresh` as a model (its status, 200 or 502, follows `report.errors`)."""
     bc = getattr(request.app.state, "bc", None)
     dv = getattr(request.app.state, "dv", None)
     if bc is None or dv is None or settings.bc_client_state is None or settings.dataverse_webhook_key is None:
@@ -280,15 +276,15 @@ async def subscriptions_refresh(request: Request, db: DatabaseDep, broker: Broke
             await locks.release(session, [jobs.KEEPER_LEASE], owner)
     if report.caught_up:
         await kick(broker, "catch-up")
-    status = 200 if not report.errors else 502
-    return JSONResponse({"report": report.json(), **await _states(db)}, status_code=status)
+    return SubscriptionsRefresh.model_validate({"report": report.json(), **(await _states(db)).model_dump()})
 
 
 # ---- catch-up ---------------------------------------------------------------------------------------------------
 
 
-@router.get("/catch-up")
-async def catch_up(db: DatabaseDep, settings: SettingsDep) -> dict[str, Any]:
+# A mapping that never ran a catch-up has only `mapping`, `minutes` and `on_hold` (unset fields are left out).
+@router.get("/catch-up", response_model=CatchUpStates, response_model_exclude_unset=True)
+async def catch_up(db: DatabaseDep, settings: SettingsDep) -> CatchUpStates:
     """Per mapping: minutes between runs (the mapping's `reconcile_minutes`, else BCSYNC_RECONCILE_MINUTES;
     0 = off), watermarks per side, last and next run."""
     async with db.session() as session:
@@ -297,47 +293,23 @@ async def catch_up(db: DatabaseDep, settings: SettingsDep) -> dict[str, Any]:
         for name in jobs.catch_up_mappings():
             config, on_hold = await jobs.mapping_config(session, name)
             state = jobs.catch_up_json(states[name]) if name in states else {"mapping": name}
-            out.append({**state, "minutes": jobs.reconcile_minutes(config, settings.reconcile_minutes),
-                        "on_hold": on_hold})
-    return {"mappings": out}
+            out.append(CatchUpState.model_validate({
+                **state, "minutes": jobs.reconcile_minutes(config, settings.reconcile_minutes), "on_hold": on_hold}))
+    return CatchUpStates(mappings=out)
 
 
-@router.post("/catch-up", status_code=202, responses={400: {}, 404: {}}, openapi_extra=MAPPINGS_BODY)
-async def catch_up_now(request: Request, db: DatabaseDep, broker: BrokerDep) -> dict[str, Any]:
+@router.post("/catch-up", status_code=202, response_model=CatchUpRequested, responses={400: {}, 404: {}})
+async def catch_up_now(body: Annotated[CatchUpRequest, Body(default_factory=CatchUpRequest)], db: DatabaseDep,
+                       broker: BrokerDep) -> CatchUpRequested:
     """Run the catch-up of every mapping (or `{"mappings": [...]}`) now, whatever its schedule."""
-    names = chosen_mappings(await json_body(request, {"mappings"}), jobs.catch_up_mappings())
+    names = chosen_mappings(body.mappings, jobs.catch_up_mappings())
     async with db.session() as session:
         await jobs.request_catch_up(session, names)
     await kick(broker, "catch-up")
-    return {"requested": names}
+    return CatchUpRequested(requested=names)
 
 
 # ---- reconciliations --------------------------------------------------------------------------------------------
-
-
-class ReconcileJobOut(BaseModel):
-    """One reconciliation (a collection notification, a catch-up's or a poll's read of everything)."""
-
-    id: int
-    mapping: str
-    side: Literal["bc", "dataverse"]
-    full: bool
-    filter: str | None
-    status: Literal["waiting", "running", "finished", "failed"]
-    attempt: int
-    requested_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    updated_at: datetime | None
-    listed: int
-    checked: int
-    failed: int
-    message: str | None
-    correlation_id: str | None
-
-
-class ReconcileJobList(BaseModel):
-    jobs: list[ReconcileJobOut]
 
 
 @router.get("/reconciles", response_model=ReconcileJobList)

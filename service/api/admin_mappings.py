@@ -12,6 +12,7 @@ from schemas.mapping_config import MappingChanges, describe, merge, problems
 from schemas.mappings import BY_NAME, MAPPINGS
 from service.api.admin import require_admin
 from service.api.deps import DatabaseDep
+from service.api.models_mappings import HoldResult, Mapping, MappingDetail, MappingVersion
 from service.logging import get_logger
 from service.store import locks, mapping_configs
 
@@ -28,33 +29,33 @@ def known(name: str) -> str:
     return name
 
 
-@router.get("")
-async def list_mappings(db: DatabaseDep) -> list[dict[str, Any]]:
+@router.get("", response_model=list[Mapping])
+async def list_mappings(db: DatabaseDep) -> list[Mapping]:
     """Every mapping with its effective settings, hold state and version, in dependency-table order."""
     async with db.session() as session:
         rows = await mapping_configs.all_configs(session)
     out = []
     for mapping in MAPPINGS:
         row = rows.get(mapping.name)
-        out.append({**describe(mapping, mapping_configs.config_of(row)), "on_hold": bool(row and row.on_hold),
-                    "version": row.version if row else 1})
+        out.append(Mapping.model_validate({**describe(mapping, mapping_configs.config_of(row)),
+                                           "on_hold": bool(row and row.on_hold), "version": row.version if row else 1}))
     return out
 
 
-@router.get("/{name}", responses={404: {}})
-async def show_mapping(name: MappingName, db: DatabaseDep) -> dict[str, Any]:
+@router.get("/{name}", response_model=MappingDetail, responses={404: {}})
+async def show_mapping(name: MappingName, db: DatabaseDep) -> MappingDetail:
     """One mapping: settings, fields (enabled, direction), dependencies, hold state, version history."""
     known(name)
     async with db.session() as session:
         row = await mapping_configs.get(session, name)
         history = await mapping_configs.versions(session, name)
-    return {**describe(BY_NAME[name], mapping_configs.config_of(row)), "on_hold": row.on_hold,
-            "version": row.version,
-            "history": [{"version": v.version, "changed_at": v.changed_at, "config": v.config} for v in history]}
+    return MappingDetail.model_validate({
+        **describe(BY_NAME[name], mapping_configs.config_of(row)), "on_hold": row.on_hold, "version": row.version,
+        "history": [MappingVersion(version=v.version, changed_at=v.changed_at, config=v.config) for v in history]})
 
 
-@router.patch("/{name}", responses={400: {}, 404: {}, 409: {}})
-async def change_mapping(name: MappingName, changes: MappingChanges, db: DatabaseDep) -> dict[str, Any]:
+@router.patch("/{name}", response_model=Mapping, responses={400: {}, 404: {}, 409: {}})
+async def change_mapping(name: MappingName, changes: MappingChanges, db: DatabaseDep) -> Mapping:
     """Change a mapping. Refused unless the mapping is on hold (put jobs on hold while you change mappings)."""
     known(name)
     async with db.session() as session:
@@ -68,11 +69,12 @@ async def change_mapping(name: MappingName, changes: MappingChanges, db: Databas
             raise HTTPException(400, "; ".join(found))
         row = await mapping_configs.save(session, name, merge(stored, changes))
         log.info("mapping changed", mapping=name, version=row.version)
-        return {**describe(BY_NAME[name], mapping_configs.config_of(row)), "on_hold": row.on_hold,
-                "version": row.version}
+        return Mapping.model_validate({**describe(BY_NAME[name], mapping_configs.config_of(row)),
+                                       "on_hold": row.on_hold, "version": row.version})
 
 
 async def _set_hold(name: str, on_hold: bool, db: DatabaseDep) -> dict[str, Any]:
+    """Hold or resume; the answer of `hold`/`resume` as a dict (tests/integration/test_hold.py calls it)."""
     names = [m.name for m in MAPPINGS] if name == "all" else [known(name)]
     async with db.session() as session:
         for each in names:
@@ -96,14 +98,14 @@ async def _runs_in_flight(db: DatabaseDep, names: list[str]) -> int:
         await asyncio.sleep(0.05)
 
 
-@router.post("/{name}/hold", responses={404: {}})
-async def hold(name: MappingName, db: DatabaseDep) -> dict[str, Any]:
+@router.post("/{name}/hold", response_model=HoldResult, responses={404: {}})
+async def hold(name: MappingName, db: DatabaseDep) -> HoldResult:
     """Stop applying a mapping's events (`all` for every mapping); they wait in its queue. Answers once no
     run of the mapping is applying anything (`runs_in_flight` 0), or after 25 s with the runs still going."""
-    return await _set_hold(name, True, db)
+    return HoldResult.model_validate(await _set_hold(name, True, db))
 
 
-@router.post("/{name}/resume", responses={404: {}})
-async def resume(name: MappingName, db: DatabaseDep) -> dict[str, Any]:
+@router.post("/{name}/resume", response_model=HoldResult, responses={404: {}})
+async def resume(name: MappingName, db: DatabaseDep) -> HoldResult:
     """Apply a held mapping's events again, in order (`all` for every mapping)."""
-    return await _set_hold(name, False, db)
+    return HoldResult.model_validate(await _set_hold(name, False, db))

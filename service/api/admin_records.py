@@ -15,6 +15,7 @@ from schemas.mappings import BY_NAME, DATAVERSE_SETS
 from service.api.admin import require_admin
 from service.api.admin_mappings import known
 from service.api.deps import BrokerDep, DatabaseDep
+from service.api.models_records import CouplingOut, MatchReport, RetryAllResult, SyncErrorOut, SyncJobOut
 from service.broker import Broker
 from service.logging import get_logger
 from service.matching import REPORT_IDS, match_and_couple
@@ -38,19 +39,23 @@ GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F
 
 
 class NewCoupling(BaseModel):
+    """Two existing records to couple by hand."""
+
     model_config = ConfigDict(extra="forbid")
 
-    mapping: str = Field(max_length=64)
-    bc_id: str = Field(pattern=GUID)
-    dataverse_id: str = Field(pattern=GUID)
-    sync_from: str | None = Field(default=None, pattern=r"^(bc|dataverse)$")  # synchronize right after
+    mapping: str = Field(max_length=64, description="a mapping's name, e.g. CUSTOMER")
+    bc_id: str = Field(pattern=GUID, description="the Business Central record's id")
+    dataverse_id: str = Field(pattern=GUID, description="the Dataverse record's id")
+    sync_from: str | None = Field(default=None, pattern=r"^(bc|dataverse)$",
+                                  description="synchronize the pair right after, from this side")
 
 
 class MatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    mapping: str = Field(max_length=64)
-    create_missing: bool = False
+    mapping: str = Field(max_length=64, description="a mapping's name, e.g. CUSTOMER")
+    create_missing: bool = Field(default=False, description="queue the unmatched records to be created on the "
+                                                            "other side")
 
 
 def _clients(request: Request) -> tuple[Any, Any]:
@@ -78,18 +83,18 @@ def _event(mapping: str, source: str, record_id: str) -> str:
 
 # --- couplings -----------------------------------------------------------------------------------------------
 
-@router.get("/couplings", responses={404: {}})
+@router.get("/couplings", response_model=list[CouplingOut], responses={404: {}})
 async def list_couplings(db: DatabaseDep, mapping: Annotated[str, Query(max_length=64)],
-                         limit: Annotated[int, Query(ge=1, le=1000)] = 100, after: After = 0) -> list[dict[str, Any]]:
+                         limit: Annotated[int, Query(ge=1, le=1000)] = 100, after: After = 0) -> list[CouplingOut]:
     """Couplings of a mapping, oldest first; page with `after=<last id>`."""
     known(mapping)
     async with db.session() as session:
         rows = await couplings.list_for(session, mapping, limit=limit, after_id=after)
-    return [row.model_dump() for row in rows]
+    return [CouplingOut.model_validate(row.model_dump()) for row in rows]
 
 
-@router.post("/couplings", status_code=201, responses={400: {}, 404: {}, 409: {}, 502: {}})
-async def couple(body: NewCoupling, request: Request, db: DatabaseDep, broker: BrokerDep) -> dict[str, Any]:
+@router.post("/couplings", status_code=201, response_model=CouplingOut, responses={400: {}, 404: {}, 409: {}, 502: {}})
+async def couple(body: NewCoupling, request: Request, db: DatabaseDep, broker: BrokerDep) -> CouplingOut:
     """Couple two existing records by hand (e.g. a Sales user with a BC salesperson)."""
     mapping = BY_NAME[known(body.mapping)]
     bc, dv = _clients(request)
@@ -109,7 +114,7 @@ async def couple(body: NewCoupling, request: Request, db: DatabaseDep, broker: B
         source = "business_central" if body.sync_from == "bc" else "dataverse"
         await _requeue(broker, mapping.name, _event(mapping.name, source,
                                                     body.bc_id if body.sync_from == "bc" else body.dataverse_id))
-    return row.model_dump()
+    return CouplingOut.model_validate(row.model_dump())
 
 
 @router.delete("/couplings/{coupling_id}", status_code=204, responses={404: {}})
@@ -121,8 +126,10 @@ async def decouple(coupling_id: RowId, db: DatabaseDep) -> None:
         await couplings.remove(session, coupling_id)
 
 
-@router.post("/couplings/match", responses={404: {}, 502: {}})
-async def match(body: MatchRequest, request: Request, db: DatabaseDep, broker: BrokerDep) -> dict[str, Any]:
+# `queued_for_creation` is answered only with `create_missing` (unset fields are left out).
+@router.post("/couplings/match", response_model=MatchReport, response_model_exclude_unset=True,
+             responses={404: {}, 502: {}})
+async def match(body: MatchRequest, request: Request, db: DatabaseDep, broker: BrokerDep) -> MatchReport:
     """Match-based coupling ("Generate Integration IDs"): couple records existing on both sides by the
     mapping's match keys; report coupled, ambiguous and unmatched per side. With `create_missing`, the
     unmatched records are queued so that the worker creates them on the other side."""
@@ -137,32 +144,31 @@ async def match(body: MatchRequest, request: Request, db: DatabaseDep, broker: B
         report["queued_for_creation"] = len(report["unmatched_bc_ids"]) + len(report["unmatched_dataverse_ids"])
     for key in ("unmatched_bc_ids", "unmatched_dataverse_ids"):
         report[key] = report[key][:REPORT_IDS]  # the counts say how many there are
-    return report
+    return MatchReport.model_validate(report)
 
 
 # --- job log and errors --------------------------------------------------------------------------------------
 
-@router.get("/sync-log", responses={404: {}})
+@router.get("/sync-log", response_model=list[SyncJobOut], responses={404: {}})
 async def sync_log(db: DatabaseDep, mapping: Annotated[str | None, Query(max_length=64)] = None,
                    kind: Annotated[str | None, Query(pattern=r"^(live|reconcile|full)$")] = None,
-                   limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+                   limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[SyncJobOut]:
     """Job log entries (per mapping, direction and run; live events per hour) with their counters."""
     if mapping:
         known(mapping)
     async with db.session() as session:
-        return [job.model_dump() for job in await synclog.list_jobs(session, mapping, kind, limit)]
+        return [SyncJobOut.model_validate(job.model_dump()) for job in
+                await synclog.list_jobs(session, mapping, kind, limit)]
 
 
-def _error_view(error: SyncError) -> dict[str, Any]:
-    view = error.model_dump(exclude={"event"})
-    view["retryable"] = error.event is not None
-    return view
+def _error_view(error: SyncError) -> SyncErrorOut:
+    return SyncErrorOut.model_validate({**error.model_dump(exclude={"event"}), "retryable": error.event is not None})
 
 
-@router.get("/errors", responses={404: {}})
+@router.get("/errors", response_model=list[SyncErrorOut], responses={404: {}})
 async def errors(db: DatabaseDep, mapping: Annotated[str | None, Query(max_length=64)] = None,
                  state: Annotated[str | None, Query(pattern=r"^(open|skipped|resolved|dismissed)$")] = None,
-                 limit: Annotated[int, Query(ge=1, le=1000)] = 100, after: After = 0) -> list[dict[str, Any]]:
+                 limit: Annotated[int, Query(ge=1, le=1000)] = 100, after: After = 0) -> list[SyncErrorOut]:
     """The error list: records that could not be synchronized, why, how often, since when. Records that
     failed twice the same way are `skipped` (not tried again until retried here)."""
     if mapping:
@@ -180,8 +186,8 @@ async def _retry(db: DatabaseDep, broker: Broker, error: SyncError) -> bool:
     return True
 
 
-@router.post("/errors/{error_id}/retry", responses={404: {}, 409: {}})
-async def retry(error_id: RowId, db: DatabaseDep, broker: BrokerDep) -> dict[str, Any]:
+@router.post("/errors/{error_id}/retry", response_model=SyncErrorOut, responses={404: {}, 409: {}})
+async def retry(error_id: RowId, db: DatabaseDep, broker: BrokerDep) -> SyncErrorOut:
     """Try the record again now (a skipped record is restored)."""
     async with db.session() as session:
         error = await session.get(SyncError, error_id)
@@ -192,15 +198,15 @@ async def retry(error_id: RowId, db: DatabaseDep, broker: BrokerDep) -> dict[str
         return _error_view(error)
 
 
-@router.post("/errors/retry-all")
+@router.post("/errors/retry-all", response_model=RetryAllResult)
 async def retry_all(db: DatabaseDep, broker: BrokerDep,
-                    mapping: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, int]:
+                    mapping: Annotated[str | None, Query(max_length=64)] = None) -> RetryAllResult:
     """Retry every open and skipped error (of one mapping, or all)."""
     retried = 0
     async with db.session() as session:
         for error in await synclog.list_errors(session, mapping, None, 10_000):
             retried += await _retry(db, broker, error)
-    return {"retried": retried}
+    return RetryAllResult(retried=retried)
 
 
 @router.delete("/errors/{error_id}", status_code=204, responses={404: {}})
@@ -286,7 +292,7 @@ async def _move(broker: Broker, message: AbstractIncomingMessage, mapping: str |
                          correlation_id=message.correlation_id or "", headers=headers)
 
 
-@router.post("/dead-letters/redrive", responses={503: {}})
+@router.post("/dead-letters/redrive", response_model=RedriveResult, responses={503: {}})
 async def redrive_dead_letters(broker: BrokerDep, limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
                                ) -> RedriveResult:
     """Put dead-lettered events back on their mapping's queue (after the cause was fixed). Looks at the
