@@ -18,6 +18,7 @@ from service.broker import broker_from_settings
 from service.connectors.auth import TokenError
 from service.connectors.factory import make_clients
 from service.connectors.http import ApiError
+from service.console.app import create_console
 from service.identity import IntegrationIdentity
 from service.intake_writer import IntakeWriter
 from service.logging import get_logger, redact_text
@@ -112,5 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin_records.router)
     app.include_router(admin_history.router)
     app.include_router(admin_jobs.router)
+    # The operator console (HTML pages, own session cookie and error pages); not in the OpenAPI document.
+    app.mount("/console", create_console(settings, app.state))
     openapi.install(app)
     return app

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     # always written; pruned by the workers' jobs), and a value's text form is cut to this many characters.
     history_days: int = Field(default=30, ge=1, le=3650)
     history_value_chars: int = Field(default=500, ge=20, le=10_000)
+    # The operator console (/console, service/console/): signs its session cookie with this key. Unset: a random
+    # key per process, so sign-ins end when the api restarts and several api processes do not share them.
+    console_session_secret: SecretStr | None = Field(default=None, min_length=32)
+    console_session_hours: float = Field(default=8.0, gt=0, le=24 * 7)  # a sign-in lasts this long
     local_currency: str = Field(default="USD", pattern=r"^[A-Za-z]{3}$")  # BC's LCY: blank currency codes
     # Client-side request budgets: never more than this many requests per window to each system (per
     # process; divide by the number of workers when you run several against one tenant).
