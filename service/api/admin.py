@@ -3,6 +3,7 @@ operations issue; this module holds the authentication and the status overview."
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -12,12 +13,14 @@ from pydantic import BaseModel, Field
 from schemas.mappings import MAPPINGS
 from service.api.deps import BrokerDep, DatabaseDep, SettingsDep, secret_matches
 from service.api.models_setup import SetupCheck, SetupReport
+from service.broker import Broker
 from service.logging import get_logger
 from service.metrics import SYNC_LAG
 from service.setup import SetupRefused, run_check, run_setup
 from service.store import mapping_configs, outbox, synclog
 
 log = get_logger(__name__)
+QUEUE_DEPTH_SECONDS = 2.0
 # Declares the bearer scheme in the OpenAPI document; the comparison itself is ours (constant time).
 _bearer = HTTPBearer(auto_error=False, scheme_name="adminToken", description="BCSYNC_ADMIN_TOKEN")
 
@@ -67,13 +70,8 @@ async def status(db: DatabaseDep, broker: BrokerDep) -> Status:
         configs = await mapping_configs.all_configs(session)
         errors = await synclog.open_error_counts(session)
         last = await synclog.last_success(session)
-    depths: dict[str, int | None] = {}
-    for mapping in MAPPINGS:
-        queue = broker.queues.get(mapping.name) if broker.ready else None
-        try:
-            depths[mapping.name] = (await queue.declare()).message_count if queue else None
-        except Exception:
-            depths[mapping.name] = None
+    counted = await asyncio.gather(*(_queue_depth(broker, m.name) for m in MAPPINGS))
+    depths = {m.name: depth for m, depth in zip(MAPPINGS, counted, strict=True)}
     return Status(
         broker_connected=broker.ready,
         outbox_pending=pending,
@@ -89,6 +87,18 @@ async def status(db: DatabaseDep, broker: BrokerDep) -> Status:
             for m in MAPPINGS
         ],
     )
+
+
+async def _queue_depth(broker: Broker, mapping: str) -> int | None:
+    """The mapping queue's depth (a passive declare), or None: RabbitMQ away, or no answer within 2 s (a status
+    page must not hang on a broker that holds its port without answering)."""
+    queue = broker.queues.get(mapping) if broker.ready else None
+    if queue is None:
+        return None
+    try:
+        return (await asyncio.wait_for(queue.declare(), QUEUE_DEPTH_SECONDS)).message_count
+    except Exception:
+        return None
 
 
 def lag_seconds(mapping: str) -> float | None:

@@ -7,8 +7,10 @@ shows the same figures whichever api answers. At most `ROWS` of the newest runs 
 
 from __future__ import annotations
 
+import asyncio
 import math
 import statistics
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.store import history
+from service.store.db import Database
 
 MINUTES = 60
 ROWS = 50_000
@@ -75,3 +78,31 @@ def sparkline(activity: MappingActivity, width: int = 240, height: int = 48) -> 
                       for i, lag in enumerate(activity.lag_per_minute) if lag is not None)
     return {"width": width, "height": height, "bar_width": round(step * 0.8, 1), "bars": bars, "points": points,
             "top_runs": top_runs, "top_lag": round(top_lag, 2)}
+
+
+class LastHourCache:
+    """The last hour, computed at most every REFRESH_SECONDS per api process: reading and bucketing up to ROWS
+    history rows takes 0.3 to 0.6 s (docs/benchmarks.md, Console page loads), too long for every page load. A stale
+    value is shown at once while one background task computes the next; only the first load waits."""
+
+    REFRESH_SECONDS = 15.0
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._value: Activity | None = None
+        self._at = 0.0
+        self._refreshing: asyncio.Task[None] | None = None
+
+    async def _refresh(self) -> None:
+        async with self._db.session() as session:
+            value = await last_hour(session)
+        self._value, self._at = value, time.monotonic()
+
+    async def get(self) -> Activity:
+        if self._value is None:
+            await self._refresh()
+        elif time.monotonic() - self._at > self.REFRESH_SECONDS and (
+                self._refreshing is None or self._refreshing.done()):
+            self._refreshing = asyncio.create_task(self._refresh())
+        assert self._value is not None
+        return self._value

@@ -22,7 +22,7 @@ from service.api.deps import BrokerDep, DatabaseDep, SettingsDep
 from service.api.models_jobs import FullSyncRequest
 from service.connectors.auth import TokenError
 from service.connectors.http import ApiError
-from service.console.web import TEMPLATES, Operator, Reader, back, notify, render
+from service.console.web import TEMPLATES, Operator, Reader, back, notify, remember, remembered, render
 from service.logging import get_logger, redact_text
 
 log = get_logger(__name__)
@@ -107,16 +107,25 @@ def _lines_context(request: Request, status: Any) -> dict[str, Any]:
 
 @router.get("/full-sync", response_class=HTMLResponse)
 async def full_sync(request: Request, user: Reader, db: DatabaseDep,
-                    fragment: Literal["lines"] | None = None) -> HTMLResponse:
+                    fragment: Literal["lines"] | None = None, recount: bool = False) -> HTMLResponse:
     if fragment == "lines":  # the live refresh: the store only, no counts from BC or Dataverse
         status = await admin_jobs.full_sync_status(request, db, review_lines=False)
         # Not `render`: it would take the notices meant for the next page.
         return TEMPLATES.TemplateResponse(request, "jobs_lines.html", {
             "user": user, "csrf": request.session.get("csrf", ""), **_lines_context(request, status)})
-    status = await admin_jobs.full_sync_status(request, db, review_lines=True)
-    review = _get(status, "review") or []
+    # Counts are reused for a minute, but never across a change of the last run (a start, a line done, the end).
+    progress = await admin_jobs.full_sync_status(request, db, review_lines=False)
+    run_now = progress.model_dump_json(include={"run"})
+    counted = None if recount else remembered(request, "full-sync-review")
+    if counted and counted[0][0] != run_now:
+        counted = None
+    status = progress if counted else await admin_jobs.full_sync_status(request, db, review_lines=True)
+    review = counted[0][1] if counted else (_get(status, "review") or [])
+    if counted is None:
+        remember(request, "full-sync-review", (run_now, review))
     _remember(request, review)
     return render(request, "full_sync.html", active="full-sync", title="Full synchronization", review=review,
+                  counted_ago=round(counted[1]) if counted else 0,
                   unavailable=_get(status, "unavailable") or {}, recommended=admin_jobs.FULL,
                   couple=admin_jobs.COUPLE, **_lines_context(request, status))
 
@@ -229,9 +238,10 @@ async def refresh_subscriptions(request: Request, user: Operator, db: DatabaseDe
 
 
 @router.get("/setup-check", response_class=HTMLResponse)
-async def setup_check(request: Request, user: Reader, db: DatabaseDep) -> HTMLResponse:
+async def setup_check(request: Request, user: Reader, db: DatabaseDep, recheck: bool = False) -> HTMLResponse:
+    checked = None if recheck else remembered(request, "setup-check")
     try:
-        report = await admin.setup_check(request, db)
+        report = checked[0] if checked else await admin.setup_check(request, db)
     except HTTPException as exc:  # 400: a connection check failed (says what to fix); 503: not configured
         return render(request, "setup_check.html", exc.status_code, active="setup", title="Setup check",
                       failure=_problem(exc), report=None)
@@ -240,8 +250,11 @@ async def setup_check(request: Request, user: Reader, db: DatabaseDep) -> HTMLRe
         log.warning("console: setup check could not reach a system", detail=detail)
         return render(request, "setup_check.html", 502, active="setup", title="Setup check", failure=detail,
                       report=None)
+    if checked is None:
+        remember(request, "setup-check", report)
     mappings = _get(report, "mappings") or []
     return render(request, "setup_check.html", active="setup", title="Setup check", failure=None, report=report,
+                  checked_ago=round(checked[1]) if checked else 0,
                   mappings=mappings, bc_routes=_get(report, "bc_routes") or {},
                   unavailable=_get(report, "unavailable") or {}, warnings=_get(report, "warnings") or [],
                   all_good=bool(_get(report, "ok")) and not _get(report, "warnings")

@@ -16,8 +16,10 @@ router = APIRouter()
 @router.get("/", response_class=HTMLResponse)
 async def overview(request: Request, user: Reader, db: DatabaseDep, broker: BrokerDep) -> HTMLResponse:
     status = await admin.status(db, broker)
-    async with db.session() as session:
-        hour = await activity.last_hour(session)
+    cache = getattr(request.app.state, "console_last_hour", None)
+    if cache is None:
+        cache = request.app.state.console_last_hour = activity.LastHourCache(db)
+    hour = await cache.get()
     charts = {name: activity.sparkline(each) for name, each in hour.by_mapping.items()}
     return render(request, "overview.html", active="overview", title="Overview", status=status, hour=hour,
                   charts=charts, empty=activity.MappingActivity())

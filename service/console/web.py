@@ -8,6 +8,7 @@ exceptions that service/console/app.py turns into a sign-in redirect or a 403 pa
 from __future__ import annotations
 
 import hmac
+import time
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -104,3 +105,22 @@ def local_path(target: str | None) -> str:
     if target and target.startswith("/console") and not target.startswith("//") and "\\" not in target:
         return target
     return "/console/"
+
+
+LIVE_RESULT_SECONDS = 60.0  # how long a page reuses what it asked BC and Dataverse (each ask spends their budget)
+
+
+def remembered(request: Request, key: str, max_age: float = LIVE_RESULT_SECONDS) -> tuple[Any, float] | None:
+    """What a page asked BC and Dataverse less than `max_age` seconds ago in this api process, with its age: pages
+    that count or check the live systems show it (and a link to ask again) instead of spending the integration's
+    request budget on every load (docs/benchmarks.md, Console page loads)."""
+    kept = getattr(request.app.state, "console_remembered", {}).get(key)
+    if kept is None or time.monotonic() - kept[0] > max_age:
+        return None
+    return kept[1], time.monotonic() - kept[0]
+
+
+def remember(request: Request, key: str, value: Any) -> None:
+    if not hasattr(request.app.state, "console_remembered"):
+        request.app.state.console_remembered = {}
+    request.app.state.console_remembered[key] = (time.monotonic(), value)

@@ -233,16 +233,40 @@ async def search(session: AsyncSession, q: str, *, limit: int) -> list[Hit]:
         pairs.setdefault(key, coupling is not None)
     for coupling in direct:
         pairs.setdefault((coupling.mapping, coupling.bc_id, coupling.dataverse_id), True)
+    chosen = _whole_pairs(pairs)[:bound]
+    recent = await _recent_of(session, [key for key, _ in chosen])
     hits: list[Hit] = []
-    for (mapping, bc_id, dataverse_id), is_coupled in _whole_pairs(pairs)[:bound]:
-        recent = await for_ids(session, mapping, bc_ids=[bc_id] if bc_id else None,
-                               dataverse_ids=[dataverse_id] if dataverse_id else None, limit=LABEL_LOOKBACK,
-                               before_id=None)
-        latest = recent[0] if recent else None
-        hits.append(Hit(mapping, bc_id, dataverse_id, label=next((r.label for r in recent if r.label), None),
+    for (mapping, bc_id, dataverse_id), is_coupled in chosen:
+        both = {r.id: r for r in (*recent.get((mapping, "bc", bc_id or ""), ()),
+                                  *recent.get((mapping, "dataverse", dataverse_id or ""), ()))}
+        rows = sorted(both.values(), key=lambda r: r.id, reverse=True)[:LABEL_LOOKBACK]
+        latest = rows[0] if rows else None
+        hits.append(Hit(mapping, bc_id, dataverse_id, label=next((r.label for r in rows if r.label), None),
                         last_decision=latest.decision if latest else None,
                         last_at=aware(latest.at) if latest else None, coupled=is_coupled))
     return sorted(hits, key=lambda h: (h.last_at is not None, h.last_at or utcnow()), reverse=True)
+
+
+async def _recent_of(session: AsyncSession, pairs: Sequence[tuple[str, str | None, str | None]]
+                     ) -> dict[tuple[str, str, str], list[Any]]:
+    """The newest entries (LABEL_LOOKBACK at most) of each pair, by (mapping, side, id) of either of its ids, newest
+    first, in one query of the narrow columns (a query per pair cost a search about 40 ms at 100 hits)."""
+    bc_ids = sorted({b for _, b, _ in pairs if b})
+    dataverse_ids = sorted({d for _, _, d in pairs if d})
+    mappings = sorted({m for m, _, _ in pairs})
+    if not mappings:
+        return {}
+    query = (select(H.c.id, H.c.mapping, H.c.bc_id, H.c.dataverse_id, H.c.label, H.c.decision, H.c.at)
+             .where(H.c.mapping.in_(mappings), or_(H.c.bc_id.in_(bc_ids), H.c.dataverse_id.in_(dataverse_ids)))
+             .order_by(H.c.id.desc()).limit(LABEL_LOOKBACK * len(pairs)))
+    out: dict[tuple[str, str, str], list[Any]] = {}
+    for row in (await session.execute(query)).all():
+        for side, record_id in (("bc", row.bc_id), ("dataverse", row.dataverse_id)):
+            if record_id:
+                entries = out.setdefault((row.mapping, side, record_id), [])
+                if len(entries) < LABEL_LOOKBACK:
+                    entries.append(row)
+    return out
 
 
 def _whole_pairs(pairs: dict[tuple[str, str | None, str | None], bool]

@@ -3,6 +3,8 @@ last hour's figures and chart."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +14,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from service.console import activity
 from service.console.app import create_console
-from service.console.web import local_path
+from service.console.web import local_path, remember, remembered
 from service.settings import Settings
 
 
@@ -72,3 +74,43 @@ async def test_the_last_hour_counts_runs_per_minute_and_the_lag_of_writes(monkey
     assert len(chart["bars"]) == 2  # type: ignore[arg-type]
     assert chart["top_runs"] == 2 and chart["top_lag"] == 3.0
     assert len(str(chart["points"]).split()) == 2
+
+
+async def test_the_last_hour_is_computed_once_then_refreshed_in_the_background(monkeypatch: pytest.MonkeyPatch) -> None:
+    computed: list[int] = []
+
+    async def fake_last_hour(_session: Any) -> activity.Activity:
+        computed.append(len(computed))
+        return activity.Activity({}, truncated=len(computed) > 1)  # the second value differs from the first
+
+    class FakeDatabase:
+        def session(self) -> Any:
+            class Session:
+                async def __aenter__(self) -> None:
+                    return None
+
+                async def __aexit__(self, *_: Any) -> None:
+                    return None
+            return Session()
+
+    monkeypatch.setattr(activity, "last_hour", fake_last_hour)
+    cache = activity.LastHourCache(FakeDatabase())  # type: ignore[arg-type]
+    first = await cache.get()
+    assert computed == [0] and not first.truncated
+    assert (await cache.get()) is first and computed == [0]  # fresh: no new reading
+    monkeypatch.setattr(activity.LastHourCache, "REFRESH_SECONDS", 0.0)
+    stale = await cache.get()
+    assert stale is first  # the stale value at once ...
+    await asyncio.sleep(0.01)
+    assert computed == [0, 1] and (await cache.get()).truncated  # ... and the next one computed meanwhile
+
+
+def test_a_remembered_live_result_is_reused_for_a_minute_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    request: Any = type("Request", (), {"app": type("App", (), {"state": State()})()})()
+    assert remembered(request, "setup-check") is None
+    remember(request, "setup-check", {"ok": True})
+    kept = remembered(request, "setup-check")
+    assert kept is not None and kept[0] == {"ok": True} and kept[1] < 1
+    now = time.monotonic()
+    monkeypatch.setattr(time, "monotonic", lambda: now + 61)
+    assert remembered(request, "setup-check") is None
