@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, text
+from sqlalchemy import and_, delete, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -250,22 +250,22 @@ async def search(session: AsyncSession, q: str, *, limit: int) -> list[Hit]:
 async def _recent_of(session: AsyncSession, pairs: Sequence[tuple[str, str | None, str | None]]
                      ) -> dict[tuple[str, str, str], list[Any]]:
     """The newest entries (LABEL_LOOKBACK at most) of each pair, by (mapping, side, id) of either of its ids, newest
-    first, in one query of the narrow columns (a query per pair cost a search about 40 ms at 100 hits)."""
-    bc_ids = sorted({b for _, b, _ in pairs if b})
-    dataverse_ids = sorted({d for _, _, d in pairs if d})
-    mappings = sorted({m for m, _, _ in pairs})
-    if not mappings:
-        return {}
-    query = (select(H.c.id, H.c.mapping, H.c.bc_id, H.c.dataverse_id, H.c.label, H.c.decision, H.c.at)
-             .where(H.c.mapping.in_(mappings), or_(H.c.bc_id.in_(bc_ids), H.c.dataverse_id.in_(dataverse_ids)))
-             .order_by(H.c.id.desc()).limit(LABEL_LOOKBACK * len(pairs)))
+    first: one query a side over the narrow columns, through the (mapping, id) indexes (a query per pair cost a
+    search about 40 ms at 100 hits; one query ordered by id over both sides made PostgreSQL walk the whole table)."""
     out: dict[tuple[str, str, str], list[Any]] = {}
-    for row in (await session.execute(query)).all():
-        for side, record_id in (("bc", row.bc_id), ("dataverse", row.dataverse_id)):
-            if record_id:
-                entries = out.setdefault((row.mapping, side, record_id), [])
-                if len(entries) < LABEL_LOOKBACK:
-                    entries.append(row)
+    for side, column in (("bc", H.c.bc_id), ("dataverse", H.c.dataverse_id)):
+        wanted = {(m, i) for m, b, d in pairs if (i := b if side == "bc" else d)}
+        if not wanted:
+            continue
+        rank = func.row_number().over(partition_by=[H.c.mapping, column], order_by=H.c.id.desc()).label("rank")
+        ranked = (select(H.c.id, H.c.mapping, H.c.bc_id, H.c.dataverse_id, H.c.label, H.c.decision, H.c.at, rank)
+                  .where(H.c.mapping.in_(sorted({m for m, _ in wanted})), column.in_(sorted({i for _, i in wanted})))
+                  .subquery())
+        query = select(ranked).where(ranked.c.rank <= LABEL_LOOKBACK).order_by(ranked.c.id.desc())
+        for row in (await session.execute(query)).all():
+            record_id = row.bc_id if side == "bc" else row.dataverse_id
+            if (row.mapping, record_id) in wanted:
+                out.setdefault((row.mapping, side, record_id), []).append(row)
     return out
 
 
