@@ -67,16 +67,19 @@ async def last_hour(session: AsyncSession, now: datetime | None = None) -> Activ
 
 
 def sparkline(activity: MappingActivity, width: int = 240, height: int = 48) -> dict[str, object]:
-    """SVG geometry of the chart: a bar per minute (runs) and a line (median lag), each scaled to its own top."""
+    """SVG geometry of the chart: a bar per minute (runs) and a line with a dot per minute (median lag; a single
+    minute draws no line, only its dot), each scaled to its own top."""
     top_runs = max(activity.runs_per_minute) or 1
     lags = [lag for lag in activity.lag_per_minute if lag is not None]
     top_lag = max(lags) if lags else 1.0
     step = width / MINUTES
     bars = [(round(i * step, 1), round(height - count / top_runs * height, 1), round(count / top_runs * height, 1))
             for i, count in enumerate(activity.runs_per_minute) if count]
-    points = " ".join(f"{round(i * step + step / 2, 1)},{round(height - (lag or 0) / top_lag * (height - 2) - 1, 1)}"
-                      for i, lag in enumerate(activity.lag_per_minute) if lag is not None)
+    dots = [(round(i * step + step / 2, 1), round(height - lag / top_lag * (height - 2) - 1, 1))
+            for i, lag in enumerate(activity.lag_per_minute) if lag is not None]
+    points = " ".join(f"{x},{y}" for x, y in dots)
     return {"width": width, "height": height, "bar_width": round(step * 0.8, 1), "bars": bars, "points": points,
+            "dots": dots,
             "top_runs": top_runs, "top_lag": round(top_lag, 2)}
 
 

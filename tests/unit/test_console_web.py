@@ -73,7 +73,7 @@ async def test_the_last_hour_counts_runs_per_minute_and_the_lag_of_writes(monkey
     chart = activity.sparkline(customer)
     assert len(chart["bars"]) == 2  # type: ignore[arg-type]
     assert chart["top_runs"] == 2 and chart["top_lag"] == 3.0
-    assert len(str(chart["points"]).split()) == 2
+    assert len(str(chart["points"]).split()) == 2 and len(chart["dots"]) == 2  # type: ignore[arg-type]
 
 
 async def test_the_last_hour_is_computed_once_then_refreshed_in_the_background(monkeypatch: pytest.MonkeyPatch) -> None:
