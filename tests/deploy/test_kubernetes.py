@@ -210,12 +210,14 @@ def test_request_budgets_stay_under_the_service_protection_limit() -> None:
         assert int(config()[key]) <= 0.9 * SERVICE_PROTECTION_LIMIT, key
 
 
-def test_ingress_publishes_only_the_webhooks() -> None:
+def test_ingress_publishes_only_the_webhooks_and_the_console() -> None:
     ingress = one("Ingress", "bcsync-webhooks")["spec"]
     paths = [p for rule in ingress["rules"] for p in rule["http"]["paths"]]
-    assert [p["path"] for p in paths] == ["/webhooks"], "admin, metrics and docs stay inside the cluster"
-    service = one("Service", paths[0]["backend"]["service"]["name"])
-    assert paths[0]["backend"]["service"]["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+    # The console signs its users in with Entra (its own session, roles, CSRF); admin, metrics and docs stay inside.
+    assert [p["path"] for p in paths] == ["/webhooks", "/console"], "admin, metrics and docs stay inside the cluster"
+    for path in paths:
+        service = one("Service", path["backend"]["service"]["name"])
+        assert path["backend"]["service"]["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
     hosts = {h for t in ingress["tls"] for h in t["hosts"]}
     assert "https://" + ingress["rules"][0]["host"] == config()["BCSYNC_PUBLIC_URL"].rstrip("/")
     assert ingress["rules"][0]["host"] in hosts

@@ -19,6 +19,10 @@ from sandbox.entra_signin import SignIn, s256
 from sandbox.tokens import TokenIssuer
 from tests.sandbox.conftest import Live
 
+# MSAL warns that form_post is safer than the query response mode; these tests use both on purpose (the console
+# uses query: service/console/auth.py says why).
+pytestmark = pytest.mark.filterwarnings("ignore:response_mode='form_post' is recommended:UserWarning")
+
 REDIRECT = "http://127.0.0.1:18765/console/auth/callback"  # nothing listens there: redirects are read, not followed
 
 
