@@ -19,7 +19,7 @@ from schemas.vocabulary import Side
 from service.api import admin_records
 from service.api.admin_records import RowId
 from service.api.deps import BrokerDep, DatabaseDep
-from service.console.web import Operator, Reader, back, notify, render
+from service.console.web import Operator, Reader, back, member, notify, render
 from service.store.db import Database
 
 router = APIRouter()
@@ -28,11 +28,6 @@ SCAN_BATCH = 1000  # with a text filter: errors read per admin call
 SCAN_LIMIT = 20_000  # … and at most this many per page (then the page says where it stopped)
 STATES = (("all", "All (not resolved)"), ("open", "Open"), ("skipped", "Skipped"), ("dismissed", "Dismissed"),
           ("resolved", "Resolved"))
-
-
-def value(row: Any, key: str) -> Any:
-    """A member of what an admin function returns: a dict today, a pydantic model once they are typed."""
-    return row.get(key) if isinstance(row, dict) else getattr(row, key, None)
 
 
 def side_of(source: str) -> str:
@@ -85,7 +80,7 @@ class Filters:
 
 def matches(row: Any, q: str) -> bool:
     needle = q.casefold()
-    return any(needle in str(value(row, key) or "").casefold()
+    return any(needle in str(member(row, key) or "").casefold()
                for key in ("message", "source_id", "destination_id", "waiting_for"))
 
 
@@ -98,7 +93,7 @@ async def page_of(db: Database, filters: Filters) -> tuple[list[Any], int | None
                                           after=filters.after)
         more = len(rows) > PAGE
         rows = rows[:PAGE]
-        return rows, (value(rows[-1], "id") if more else None), False
+        return rows, (member(rows[-1], "id") if more else None), False
     found: list[Any] = []
     cursor, scanned = filters.after, 0
     while scanned < SCAN_LIMIT:
@@ -109,10 +104,10 @@ async def page_of(db: Database, filters: Filters) -> tuple[list[Any], int | None
             if matches(row, filters.q):
                 found.append(row)
                 if len(found) > PAGE:
-                    return found[:PAGE], value(found[PAGE - 1], "id"), False
+                    return found[:PAGE], member(found[PAGE - 1], "id"), False
         if len(batch) < SCAN_BATCH:
             return found, None, False
-        cursor = value(batch[-1], "id")
+        cursor = member(batch[-1], "id")
     return found, cursor, True
 
 
@@ -124,7 +119,7 @@ async def errors_page(request: Request, user: Reader, db: DatabaseDep,
                       after: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> HTMLResponse:
     filters = Filters(mapping=mapping or None, state=state or "all", q=q.strip(), after=after)
     rows, next_after, partial = await page_of(db, filters)
-    views = [{"row": row, "side": side_of(value(row, "source")), "waiting": waiting_link(value(row, "waiting_for"))}
+    views = [{"row": row, "side": side_of(member(row, "source")), "waiting": waiting_link(member(row, "waiting_for"))}
              for row in rows]
     return render(request, "errors.html", active="errors", title="Errors", filters=filters, rows=views,
                   next_url=filters.url(next_after) if next_after is not None else None, partial=partial,
@@ -133,7 +128,7 @@ async def errors_page(request: Request, user: Reader, db: DatabaseDep,
 
 
 def _described(view: Any) -> str:
-    return f"{value(view, 'mapping')}, {side_of(value(view, 'source'))} {short(value(view, 'source_id'))}"
+    return f"{member(view, 'mapping')}, {side_of(member(view, 'source'))} {short(member(view, 'source_id'))}"
 
 
 @router.post("/errors/retry-all")
@@ -149,7 +144,7 @@ async def retry_all(request: Request, user: Operator, db: DatabaseDep, broker: B
     except HTTPException as exc:
         notify(request, f"Retry all was not done: {exc.detail}", "error")
         return back(filters.url())
-    retried = value(done, "retried")
+    retried = member(done, "retried")
     scope = f" of {filters.mapping}" if filters.mapping else ""
     notify(request, f"Retried {retried} error{'' if retried == 1 else 's'}{scope}: their records are queued "
                     "for synchronization." if retried else f"No error{scope} to retry.")
@@ -179,6 +174,6 @@ async def dismiss(request: Request, error_id: RowId, user: Operator, db: Databas
         return back(filters.url())
     # The admin function answers nothing (204): the notice names the record from the list.
     found = await admin_records.errors(db, mapping=None, state="dismissed", limit=1, after=error_id - 1)
-    what = f" ({_described(found[0])})" if found and value(found[0], "id") == error_id else ""
+    what = f" ({_described(found[0])})" if found and member(found[0], "id") == error_id else ""
     notify(request, f"Dismissed error {error_id}{what}: the record is tried again on its next change.")
     return back(filters.url())

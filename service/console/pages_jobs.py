@@ -22,7 +22,7 @@ from service.api.deps import BrokerDep, DatabaseDep, SettingsDep
 from service.api.models_jobs import FullSyncRequest
 from service.connectors.auth import TokenError
 from service.connectors.http import ApiError
-from service.console.web import TEMPLATES, Operator, Reader, back, notify, remember, remembered, render
+from service.console.web import TEMPLATES, Operator, Reader, back, member, notify, remember, remembered, render
 from service.logging import get_logger, redact_text
 
 log = get_logger(__name__)
@@ -32,13 +32,6 @@ FULL_SYNC, SUBSCRIPTIONS, SETUP_CHECK = "/console/full-sync", "/console/subscrip
 LINES_FRAGMENT = f"{FULL_SYNC}?fragment=lines"
 RUN_LABELS = {"in_progress": "In progress", "finished": "Finished", "error": "Stopped on an error"}
 EXPIRY_WARNING = timedelta(days=1)
-
-
-def _get(value: Any, key: str, default: Any = None) -> Any:
-    """A field of what an admin function answered (a pydantic model, or a dict where one is not typed)."""
-    if isinstance(value, dict):
-        return value.get(key, default)
-    return getattr(value, key, default)
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
@@ -58,8 +51,8 @@ def _problem(exc: HTTPException) -> str:
 
 def _expected(line: Any) -> int | None:
     """Records a full synchronization of this review line reads: BC's (to_crm), Sales' (from_crm) or both."""
-    bc, dataverse = _get(line, "bc_records"), _get(line, "dataverse_records")
-    sides = {"to_crm": [bc], "from_crm": [dataverse]}.get(str(_get(line, "direction")), [bc, dataverse])
+    bc, dataverse = member(line, "bc_records"), member(line, "dataverse_records")
+    sides = {"to_crm": [bc], "from_crm": [dataverse]}.get(str(member(line, "direction")), [bc, dataverse])
     if any(count is None for count in sides):
         return None
     return sum(sides)
@@ -80,27 +73,27 @@ def _remember(request: Request, review: Any) -> None:
     for line in review or []:
         expected = _expected(line)
         if expected is None:
-            expected_records.pop(str(_get(line, "mapping")), None)
+            expected_records.pop(str(member(line, "mapping")), None)
         else:
-            expected_records[str(_get(line, "mapping"))] = expected
+            expected_records[str(member(line, "mapping"))] = expected
 
 
 def _progress_rows(request: Request, run: Any) -> list[dict[str, Any]]:
     """Per line of the run: the line, records done so far, and the expected total where one is known."""
     rows = []
     expected_records = _expected_records(request)
-    for line in _get(run, "lines", []) if run is not None else []:
-        counts = _get(line, "counts") or {}
+    for line in member(run, "lines", []) if run is not None else []:
+        counts = member(line, "counts") or {}
         done = sum(int(n) for n in (counts.values() if isinstance(counts, dict) else _as_dict(counts).values()))
-        expected = expected_records.get(str(_get(line, "mapping")))
+        expected = expected_records.get(str(member(line, "mapping")))
         rows.append({"line": line, "counts": counts if isinstance(counts, dict) else _as_dict(counts),
                      "done": done, "total": max(expected, done) if expected is not None else None})
     return rows
 
 
 def _lines_context(request: Request, status: Any) -> dict[str, Any]:
-    run = _get(status, "run")
-    live = run is not None and _get(run, "status") == "in_progress"
+    run = member(status, "run")
+    live = run is not None and member(run, "status") == "in_progress"
     return {"run": run, "rows": _progress_rows(request, run), "live": live, "run_labels": RUN_LABELS,
             "refresh_url": LINES_FRAGMENT}
 
@@ -120,13 +113,13 @@ async def full_sync(request: Request, user: Reader, db: DatabaseDep,
     if counted and counted[0][0] != run_now:
         counted = None
     status = progress if counted else await admin_jobs.full_sync_status(request, db, review_lines=True)
-    review = counted[0][1] if counted else (_get(status, "review") or [])
+    review = counted[0][1] if counted else (member(status, "review") or [])
     if counted is None:
         remember(request, "full-sync-review", (run_now, review))
     _remember(request, review)
     return render(request, "full_sync.html", active="full-sync", title="Full synchronization", review=review,
                   counted_ago=round(counted[1]) if counted else 0,
-                  unavailable=_get(status, "unavailable") or {}, recommended=admin_jobs.FULL,
+                  unavailable=member(status, "unavailable") or {}, recommended=admin_jobs.FULL,
                   couple=admin_jobs.COUPLE, **_lines_context(request, status))
 
 
@@ -142,11 +135,11 @@ async def start_full_sync(request: Request, user: Operator, db: DatabaseDep, bro
     except HTTPException as exc:
         notify(request, f"Not started: {_problem(exc)}", "error")
         return back(FULL_SYNC)
-    _remember(request, _get(started, "review"))
-    run = _get(started, "run")
-    names = [str(_get(line, "mapping")) for line in _get(run, "lines", [])]
-    log.info("console: full synchronization started", user=user.username, run=_get(run, "id"), mappings=names)
-    notify(request, f"Full synchronization {_get(run, 'id')} started: {', '.join(names)}. The workers run the lines "
+    _remember(request, member(started, "review"))
+    run = member(started, "run")
+    names = [str(member(line, "mapping")) for line in member(run, "lines", [])]
+    log.info("console: full synchronization started", user=user.username, run=member(run, "id"), mappings=names)
+    notify(request, f"Full synchronization {member(run, 'id')} started: {', '.join(names)}. The workers run the lines "
                     "in dependency order; this page shows their progress.")
     return back(FULL_SYNC)
 
@@ -191,13 +184,13 @@ def expiry(value: Any, now: datetime | None = None) -> str | None:
 
 
 def _rows(subscriptions: Any) -> list[dict[str, Any]]:
-    return [{"sub": s, "expiry": expiry(_get(s, "expires_at"))} for s in subscriptions or []]
+    return [{"sub": s, "expiry": expiry(member(s, "expires_at"))} for s in subscriptions or []]
 
 
 @router.get("/subscriptions", response_class=HTMLResponse)
 async def subscriptions(request: Request, user: Reader, db: DatabaseDep) -> HTMLResponse:
     states = await admin_jobs.subscriptions(db)
-    bc, dataverse = _rows(_get(states, "bc")), _rows(_get(states, "dataverse"))
+    bc, dataverse = _rows(member(states, "bc")), _rows(member(states, "dataverse"))
     return render(request, "subscriptions.html", active="subscriptions", title="Subscriptions", bc=bc,
                   dataverse=dataverse, attention=sum(1 for row in bc + dataverse if row["expiry"]))
 
@@ -252,10 +245,10 @@ async def setup_check(request: Request, user: Reader, db: DatabaseDep, recheck: 
                       report=None)
     if checked is None:
         remember(request, "setup-check", report)
-    mappings = _get(report, "mappings") or []
+    mappings = member(report, "mappings") or []
     return render(request, "setup_check.html", active="setup", title="Setup check", failure=None, report=report,
                   checked_ago=round(checked[1]) if checked else 0,
-                  mappings=mappings, bc_routes=_get(report, "bc_routes") or {},
-                  unavailable=_get(report, "unavailable") or {}, warnings=_get(report, "warnings") or [],
-                  all_good=bool(_get(report, "ok")) and not _get(report, "warnings")
-                  and not any(_get(m, "warnings") for m in mappings))
+                  mappings=mappings, bc_routes=member(report, "bc_routes") or {},
+                  unavailable=member(report, "unavailable") or {}, warnings=member(report, "warnings") or [],
+                  all_good=bool(member(report, "ok")) and not member(report, "warnings")
+                  and not any(member(m, "warnings") for m in mappings))

@@ -23,7 +23,7 @@ from service.api import admin, admin_mappings
 from service.api.admin_mappings import MappingName
 from service.api.deps import BrokerDep, DatabaseDep
 from service.broker import Broker
-from service.console.web import Operator, Reader, back, local_path, notify, render
+from service.console.web import Operator, Reader, back, local_path, member, notify, render
 from service.store.db import Database
 
 router = APIRouter()
@@ -31,11 +31,6 @@ TOP = ""  # the key of problems that concern no one input
 SIMPLE = ("direction", "conflict_policy", "delete_policy", "bc_filter", "dataverse_filter", "reconcile_minutes")
 TEMPLATES = ("bc_template", "dataverse_template")
 INPUTS = (*SIMPLE, "only_coupled", "depends_on", *TEMPLATES)
-
-
-def value(row: Any, key: str) -> Any:
-    """A member of what an admin function returns: a dict today, a pydantic model once they are typed."""
-    return row.get(key) if isinstance(row, dict) else getattr(row, key, None)
 
 
 def as_config(config: Any) -> dict[str, Any]:
@@ -96,12 +91,12 @@ def config_diff(before: dict[str, Any], after: dict[str, Any]) -> list[DiffLine]
 def form_values(shown: Any) -> dict[str, Any]:
     """The change form filled in with a mapping's current settings (strings and booleans, as a form has them)."""
     return {
-        **{key: "" if value(shown, key) is None else str(value(shown, key)) for key in SIMPLE},
-        "only_coupled": bool(value(shown, "only_coupled")),
-        "depends_on": list(value(shown, "depends_on") or []),
-        **{key: _text(value(shown, key) or {}) for key in TEMPLATES},
-        "fields": [{"enabled": bool(value(f, "enabled")), "direction": str(value(f, "direction")),
-                    "sensitive": bool(value(f, "sensitive"))} for f in value(shown, "fields") or []],
+        **{key: "" if member(shown, key) is None else str(member(shown, key)) for key in SIMPLE},
+        "only_coupled": bool(member(shown, "only_coupled")),
+        "depends_on": list(member(shown, "depends_on") or []),
+        **{key: _text(member(shown, key) or {}) for key in TEMPLATES},
+        "fields": [{"enabled": bool(member(f, "enabled")), "direction": str(member(f, "direction")),
+                    "sensitive": bool(member(f, "sensitive"))} for f in member(shown, "fields") or []],
     }
 
 
@@ -208,7 +203,7 @@ def place_validation(exc: ValidationError, changes: dict[str, Any],
 # --- pages ---------------------------------------------------------------------------------------------------
 
 async def _statuses(db: Database, broker: Broker) -> dict[str, Any]:
-    return {value(m, "name"): m for m in value(await admin.status(db, broker), "mappings") or []}
+    return {member(m, "name"): m for m in member(await admin.status(db, broker), "mappings") or []}
 
 
 @router.get("/mappings", response_class=HTMLResponse)
@@ -219,20 +214,20 @@ async def mappings_page(request: Request, user: Reader, db: DatabaseDep, broker:
 
 
 def _pairs(shown: Any) -> list[tuple[str, str]]:
-    return [(value(f, "bc"), value(f, "dataverse")) for f in value(shown, "fields") or []]
+    return [(member(f, "bc"), member(f, "dataverse")) for f in member(shown, "fields") or []]
 
 
 async def _mapping_page(request: Request, db: Database, broker: Broker, name: str, *, shown: Any | None = None,
                         values: dict[str, Any] | None = None, problems: dict[str, list[str]] | None = None,
                         status_code: int = 200, diff: int | None = None) -> HTMLResponse:
     shown = shown if shown is not None else await admin_mappings.show_mapping(name, db)
-    history = list(value(shown, "history") or [])
-    configs = {value(v, "version"): as_config(value(v, "config")) for v in history}
+    history = list(member(shown, "history") or [])
+    configs = {member(v, "version"): as_config(member(v, "config")) for v in history}
     diff_lines = before_version = None
     if diff is not None and diff in configs:
         before_version = max((v for v in configs if v < diff), default=1)
         diff_lines = config_diff(configs.get(before_version, {}), configs[diff])
-    version = value(shown, "version")
+    version = member(shown, "version")
     return render(
         request, "mapping.html", status_code, active="mappings", title=f"Mapping {name}", m=shown,
         status=(await _statuses(db, broker)).get(name), history=list(reversed(history)),
@@ -265,8 +260,8 @@ async def change(request: Request, name: MappingName, user: Operator, db: Databa
     if found:
         return await again(400, found)
     sent_version = form.get("version")
-    if sent_version != str(value(shown, "version")):
-        return await again(409, {TOP: [f"{name} was changed meanwhile (now version {value(shown, 'version')}): "
+    if sent_version != str(member(shown, "version")):
+        return await again(409, {TOP: [f"{name} was changed meanwhile (now version {member(shown, 'version')}): "
                                        "review what it is now below, and send your change again."]})
     if not body:
         notify(request, f"Nothing to change: {name} is as the form was.")
@@ -281,7 +276,7 @@ async def change(request: Request, name: MappingName, user: Operator, db: Databa
         if exc.status_code == 400:
             return await again(400, place_problems(split_problems(str(exc.detail)), pairs))
         return await again(exc.status_code, {TOP: [str(exc.detail)]})
-    version = value(done, "version")
+    version = member(done, "version")
     notify(request, f"{name} changed ({', '.join(sorted(body))}): now version {version}. Resume it to apply "
                     "its waiting events with the change.")
     return back(f"/console/mappings/{name}?diff={version}#versions")
@@ -296,11 +291,11 @@ async def _hold(request: Request, name: str, db: Database, on_hold: bool) -> Red
     except HTTPException as exc:
         notify(request, f"{name} was not {'put on hold' if on_hold else 'resumed'}: {exc.detail}", "error")
         return back(to)
-    names = value(done, "mappings") or []
+    names = member(done, "mappings") or []
     what = f"All {len(names)} mappings" if name == "all" else name
     if on_hold:
         text = f"{what} {'are' if name == 'all' else 'is'} on hold: events wait in the queue until resumed."
-        running = value(done, "runs_in_flight") or 0
+        running = member(done, "runs_in_flight") or 0
         if running:
             notify(request, f"{text} {running} run{'s' if running != 1 else ''} were still finishing after "
                             f"{admin_mappings.HOLD_WAIT_SECONDS:.0f} s (a stopped worker's lease runs out by "

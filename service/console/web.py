@@ -124,3 +124,8 @@ def remember(request: Request, key: str, value: Any) -> None:
     if not hasattr(request.app.state, "console_remembered"):
         request.app.state.console_remembered = {}
     request.app.state.console_remembered[key] = (time.monotonic(), value)
+
+
+def member(row: Any, key: str, default: Any = None) -> Any:
+    """A field of what an admin function answered: a pydantic model, or a dict where one is built by hand."""
+    return row.get(key, default) if isinstance(row, dict) else getattr(row, key, default)
