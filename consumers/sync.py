@@ -181,7 +181,7 @@ class SyncEngine:
                          kind: str, events: Sequence[ChangeEvent]) -> Applied:
         started, run_id = time.perf_counter(), uuid.uuid4().hex
         lease, coupling = await lease_pair(self.db, rule.name, side, record_id)
-        run = RecordRun(side, record_id, coupling, deleted, record, record is not None, kind, lease)
+        run = RecordRun(side, record_id, coupling, deleted, record, record is not None, kind, lease, events=events)
         applied: Applied | None = Applied(Result.FAILED, side.other.toward)
         token = RUN_ID.set(run_id)  # sent with each request of the run: the history entry names it
         try:

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from consumers.errors import Conflict, CoupledMeanwhile, Filtered, Skip, SyncFailure
+from consumers.rules.base import TERM_COLUMNS
 from consumers.rules.field_values import FieldValues
 from consumers.rules.record_run import RecordRun
 from schemas.mappings import ConflictPolicy, DeletePolicy
 from schemas.vocabulary import Applied, Decision, FieldChange, Result, Side, digest
-from service.connectors.http import ApiError, PreconditionFailed
+from service.connectors.http import ApiError, NotFound, PreconditionFailed
 from service.logging import get_logger
 from service.store import couplings
 from service.store.models import Coupling
@@ -31,11 +33,17 @@ from service.store.outbox import aware
 log = get_logger(__name__)
 
 WRITE_ATTEMPTS = 4  # re-read and re-apply after a stale ETag, this many times
+# Dataverse lookups that lookup transforms write besides their field's own column (unit of measure: group and unit).
+LOOKUP_COLUMNS = ("_defaultuomid_value", "_defaultuomscheduleid_value", "_transactioncurrencyid_value",
+                  "_ownerid_value", "_parentcustomerid_value", "_pricelevelid_value", "firstname", "lastname")
 
 
 class FieldRule(FieldValues):
     async def apply(self, run: RecordRun) -> Applied:
         side, other = run.side, run.side.other
+        seen = self._seen_already(run)
+        if seen is not None:
+            return seen
         record = run.record
         if record is None and not run.deleted:
             record = await self.read(side, run.record_id)
@@ -59,15 +67,72 @@ class FieldRule(FieldValues):
             source_hash = digest(payload)
         if coupling is None:
             return await self._first(run, record, payload, source_hash)
+        if _hash(coupling, side) == source_hash:  # nothing to write: the other side need not be read
+            return self._unchanged(side, coupling, record)
+        state = self._known_state(coupling, other, payload)
+        if state is not None:
+            try:
+                return await self._write_known(run, record, state, payload, source_hash, coupling)
+            except (PreconditionFailed, NotFound):
+                pass  # changed or deleted since we last saw it: read it, then the usual way (conflict policy)
         target = run.target = await self.read(other, _id(coupling, other))
         if target is None:  # deleted without our seeing it: as if its delete arrived now
             async with self.ctx.db.session() as session:
                 await couplings.remove(session, coupling.id or 0)
                 await couplings.mark_decoupled(session, self.name, side, run.record_id)
             raise Skip("the coupled record no longer exists; the coupling was removed")
-        if _hash(coupling, side) == source_hash:
-            return self._unchanged(side, coupling, record)
         return await self._write_pair(side, record, target, payload, source_hash, coupling, Result.MODIFIED)
+
+    def _seen_already(self, run: RecordRun) -> Applied | None:
+        """A BC notification needs no read when the time it reports is not later than the record's modified
+        time the coupling holds: the last run read or wrote that state (a write goes out with the ETag of what
+        it had seen, so no earlier change can hide behind it). Our own write's echo costs no request then.
+        The notification's lastModifiedDateTime is the record's SystemModifiedAt at its latest change (BC's
+        codeunit 6154 "API Webhook Notification Send"; docs/echoes.md). Only for notifications (and catch-up
+        events) of this very record that report a change, not a delete."""
+        coupling, side = run.coupling, run.side
+        if (coupling is None or side is not Side.BC or run.record is not None or run.deleted or not run.events
+                or coupling.bc_modified is None):
+            return None
+        left = aware(coupling.bc_modified)
+        for event in run.events:
+            if (event.source != "business_central" or event.change_type not in ("created", "updated")
+                    or event.entity != self.mapping.bc_entity or (event.record_id or "").lower() != run.record_id
+                    or event.occurred_at > left):
+                return None
+        if coupling.written in (side, "both"):
+            return Applied(Result.UNCHANGED, side.other.toward, _id(coupling, side.other), decision=Decision.ECHO,
+                           reason=f"the notification reports the record as this integration wrote it to "
+                                  f"{side.system}: our own write's echo (not read)")
+        return Applied(Result.UNCHANGED, side.other.toward, _id(coupling, side.other),
+                       reason="the notification reports a change already synchronized (not read)")
+
+    def _known_state(self, coupling: Coupling, side: Side, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """What `side`'s record held after the last run, when it holds every field the payload writes."""
+        text = coupling.bc_state if side is Side.BC else coupling.dataverse_state
+        state = json.loads(text) if text else None
+        if not isinstance(state, dict) or not state.get("@odata.etag"):
+            return None
+        return state if all(_column(key) in state for key in payload) else None
+
+    async def _write_known(self, run: RecordRun, record: dict[str, Any], state: dict[str, Any],
+                           payload: dict[str, Any], source_hash: str, coupling: Coupling) -> Applied:
+        """Write what differs from the record as the last run left it, with that state's ETag: a 412 (or 404)
+        means someone changed it since, and the caller reads it and goes the usual way."""
+        side, other = run.side, run.side.other
+        changed = {key: value for key, value in payload.items() if not _holds(state, key, value)}
+        if changed:
+            updated = run.target = await self._write_once(other, state, changed)
+            coupling = await self._save(side, record, updated, source_hash, written=str(other))
+        else:  # the other side holds these values already: only the coupling learns the new source hash
+            run.target = state
+            coupling = await self._save(side, record, state, source_hash, other_hash=_hash(coupling, other),
+                                        written=coupling.written, other_modified=_modified(coupling, other))
+        return Applied(Result.MODIFIED, other.toward, _id(coupling, other), self.modified(side, record), None, None,
+                       f"changed in {side.system}", _changes(other, state, changed, run.target))
+
+    async def _write_once(self, toward: Side, target: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+        return await self.update(toward, target, payload)
 
     def _check(self, side: Side, record: dict[str, Any]) -> None:
         if not self.included(side, record):
@@ -254,21 +319,56 @@ class FieldRule(FieldValues):
         return after, _changes(side, record, changes, after)
 
     async def _save(self, side: Side, record: dict[str, Any], target: dict[str, Any], source_hash: str | None, *,
-                    other_hash: str | bool | None = True, written: str | None = None) -> Coupling:
-        """Store the coupling with both sides' hashes and modified times after a write (or a match);
+                    other_hash: str | bool | None = True, written: str | None = None,
+                    other_modified: datetime | None = None) -> Coupling:
+        """Store the coupling with both sides' hashes, modified times and states after a write (or a match);
         `written`: the side(s) this run wrote ("bc", "dataverse", "both"), for telling echoes."""
         other = side.other
         if other_hash is True:
             other_hash = digest(await self.values(side, target))
         ids = {side: self.record_id(side, record), other: self.record_id(other, target)}
         hashes = {side: source_hash, other: other_hash}
-        times = {side: self.modified(side, record), other: self.modified(other, target)}
+        times = {side: self.modified(side, record), other: other_modified or self.modified(other, target)}
+        states = {side: self._state(side, record), other: self._state(other, target)}
+        code = (record if side is Side.BC else target).get("code")
         async with self.ctx.db.session() as session:
             return await couplings.save(
                 session, self.name, ids[Side.BC], ids[Side.DATAVERSE], bc_hash=hashes[Side.BC],
                 dataverse_hash=hashes[Side.DATAVERSE], bc_modified=times[Side.BC],
                 dataverse_modified=times[Side.DATAVERSE], last_result="ok", attempts=0, written=written,
+                bc_state=states[Side.BC], dataverse_state=states[Side.DATAVERSE],
+                bc_key=code.upper()[:100] if isinstance(code, str) and code else None,
             )
+
+    def _state(self, side: Side, record: dict[str, Any]) -> str | None:
+        """The record's columns this mapping reads or writes, with its ETag (JSON), for the coupling; None when
+        the record has no ETag (nothing to write against)."""
+        columns = self._state_columns(side)
+        kept = {key: value for key, value in record.items() if key in columns}
+        return json.dumps(kept, default=str) if kept.get("@odata.etag") else None
+
+    def _state_columns(self, side: Side) -> frozenset[str]:
+        known: dict[Side, frozenset[str]] = self.__dict__.setdefault("_state_columns_of", {})
+        if side not in known:
+            keys = {column for pair in self.mapping.match_keys for column in pair}
+            columns = {"@odata.etag", *TERM_COLUMNS, *keys}
+            if side is Side.BC:
+                columns |= {"id", "lastModifiedDateTime", *(f.bc for f in self.mapping.fields)}
+            else:
+                columns |= {self.dataverse_key, "modifiedon", *LOOKUP_COLUMNS}
+                for f in self.mapping.fields:
+                    columns |= {f.dataverse, f"_{f.dataverse}_value"}
+            known[side] = frozenset(columns)
+        return known[side]
+
+
+def _column(key: str) -> str:
+    """The record's column a payload key writes (a lookup `<column>@odata.bind` reads back as `_<column>_value`)."""
+    return f"_{key.removesuffix('@odata.bind')}_value" if key.endswith("@odata.bind") else key
+
+
+def _modified(coupling: Coupling, side: str) -> datetime | None:
+    return coupling.bc_modified if side == Side.BC else coupling.dataverse_modified
 
 
 def _holds(record: dict[str, Any], key: str, value: Any) -> bool:

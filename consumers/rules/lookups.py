@@ -29,6 +29,28 @@ async def coupled_id(ctx: SyncContext, mapping: str, side: str, record_id: str) 
     return coupling.dataverse_id if side == "bc" else coupling.bc_id
 
 
+async def by_code(ctx: SyncContext, mapping: str, code: str) -> str | None:
+    """The Dataverse id coupled to the BC record with this code, from the store (the coupling keeps the code:
+    a rename in BC reaches it with that record's own synchronization). None: ask BC."""
+    async with ctx.db.session() as session:
+        coupling = await couplings.find_by_key(session, mapping, code)
+    return coupling.dataverse_id if coupling is not None else None
+
+
+async def code_of(ctx: SyncContext, mapping: str, dataverse_id: str) -> tuple[str | None, str | None]:
+    """(BC id, BC code) of the record coupled to this Dataverse record; the code None when the coupling does
+    not keep it yet."""
+    async with ctx.db.session() as session:
+        coupling = await couplings.find(session, mapping, "dataverse", dataverse_id)
+    return (coupling.bc_id, coupling.bc_key) if coupling is not None else (None, None)
+
+
+async def _remember(ctx: SyncContext, mapping: str, bc_id: str, code: Any) -> None:
+    if isinstance(code, str) and code:
+        async with ctx.db.session() as session:
+            await couplings.remember_key(session, mapping, bc_id, code)
+
+
 async def resolve(ctx: SyncContext, mapping: str, side: str, record_id: str) -> str | None:
     """Coupled id, synchronizing the record first if needed (None: it does not take part)."""
     return await coupled_id(ctx, mapping, side, record_id) or await ctx.sync_dependency(mapping, side, record_id)
@@ -67,41 +89,67 @@ async def currency_to_dataverse(ctx: SyncContext, code: str) -> dict[str, Any]:
     if not bc_currency(ctx, code):  # blank, or the LCY code BC shows for it
         base = await base_currency_id(ctx)
         return {"transactioncurrencyid@odata.bind": f"/transactioncurrencies({base})"} if base else {}
-    currency = await _bc_by_code(ctx, "currencies", code, "currency", "CURRENCY")
-    dataverse_id = await resolve(ctx, "CURRENCY", "bc", str(currency["id"]))
+    dataverse_id = await by_code(ctx, "CURRENCY", code)
     if dataverse_id is None:
-        raise MissingDependency(f"currency {code} is not coupled to a Dynamics 365 Sales currency", "CURRENCY", "bc",
-                                str(currency["id"]))
+        currency = await _bc_by_code(ctx, "currencies", code, "currency", "CURRENCY")
+        dataverse_id = await resolve(ctx, "CURRENCY", "bc", str(currency["id"]))
+        if dataverse_id is None:
+            raise MissingDependency(f"currency {code} is not coupled to a Dynamics 365 Sales currency", "CURRENCY",
+                                    "bc", str(currency["id"]))
+        await _remember(ctx, "CURRENCY", str(currency["id"]), currency.get("code"))
     return {"transactioncurrencyid@odata.bind": f"/transactioncurrencies({dataverse_id})"}
 
 
 async def salesperson_to_dataverse(ctx: SyncContext, code: str) -> dict[str, Any]:
     if not code:
         return {}  # no salesperson: the account keeps its owner
-    person = await _bc_by_code(ctx, "salespeoplePurchasers", code, "salesperson", "SALESPEOPLE")
-    user_id = await coupled_id(ctx, "SALESPEOPLE", "bc", str(person["id"]))
+    user_id = await by_code(ctx, "SALESPEOPLE", code)
     if user_id is None:
-        raise MissingDependency(f"salesperson {code} is not coupled to a Dynamics 365 Sales user", "SALESPEOPLE", "bc",
-                                str(person["id"]))
+        person = await _bc_by_code(ctx, "salespeoplePurchasers", code, "salesperson", "SALESPEOPLE")
+        user_id = await coupled_id(ctx, "SALESPEOPLE", "bc", str(person["id"]))
+        if user_id is None:
+            raise MissingDependency(f"salesperson {code} is not coupled to a Dynamics 365 Sales user", "SALESPEOPLE",
+                                    "bc", str(person["id"]))
+        await _remember(ctx, "SALESPEOPLE", str(person["id"]), person.get("code"))
     return {"ownerid@odata.bind": f"/systemusers({user_id})"}
 
 
 async def unit_to_dataverse(ctx: SyncContext, code: str) -> dict[str, Any]:
     if not code:
         raise Skip("the record has no base unit of measure")
-    unit = await _bc_by_code(ctx, "unitsOfMeasure", code, "unit of measure", "UNITOFMEASURE")
-    schedule_id = await resolve(ctx, "UNITOFMEASURE", "bc", str(unit["id"]))
+    schedule_id = await by_code(ctx, "UNITOFMEASURE", code)
     if schedule_id is None:
-        raise MissingDependency(f"unit of measure {code} is not coupled to a unit group", "UNITOFMEASURE", "bc",
-                                str(unit["id"]))
+        unit = await _bc_by_code(ctx, "unitsOfMeasure", code, "unit of measure", "UNITOFMEASURE")
+        schedule_id = await resolve(ctx, "UNITOFMEASURE", "bc", str(unit["id"]))
+        if schedule_id is None:
+            raise MissingDependency(f"unit of measure {code} is not coupled to a unit group", "UNITOFMEASURE", "bc",
+                                    str(unit["id"]))
+        await _remember(ctx, "UNITOFMEASURE", str(unit["id"]), unit.get("code"))
+    base_unit = await base_unit_of(ctx, schedule_id)
+    if base_unit is None:
+        raise MissingDependency(f"unit group of {code} has no base unit", "UNITOFMEASURE", "dataverse", schedule_id)
+    return {"defaultuomscheduleid@odata.bind": f"/uomschedules({schedule_id})",
+            "defaultuomid@odata.bind": f"/uoms({base_unit})"}
+
+
+BASE_UNIT_SECONDS = 300.0  # a unit group's base unit is made with the group and stays: remembered a while
+
+
+async def base_unit_of(ctx: SyncContext, schedule_id: str) -> str | None:
+    """The base unit (`isschedulebaseuom`) of a unit group. Dataverse creates it with the group and does not let
+    it be deleted ("Create a unit group and add units to that group", Learn), so it is remembered for a few
+    minutes rather than read for every product."""
+    known: dict[str, tuple[str, float]] = ctx.cache.setdefault("base_unit", {})
+    cached = known.get(schedule_id.lower())
+    if cached is not None and time.monotonic() - cached[1] < BASE_UNIT_SECONDS:
+        return cached[0]
     base_unit = None
     async for row in ctx.dv.list("uoms", filter=f"_uomscheduleid_value eq {schedule_id} and isschedulebaseuom eq true",
                                  select=["uomid"], page_size=2):
-        base_unit = row["uomid"]
-    if base_unit is None:
-        raise MissingDependency(f"unit group of {code} has no base unit", "UNITOFMEASURE", "bc", str(unit["id"]))
-    return {"defaultuomscheduleid@odata.bind": f"/uomschedules({schedule_id})",
-            "defaultuomid@odata.bind": f"/uoms({base_unit})"}
+        base_unit = str(row["uomid"])
+    if base_unit is not None:
+        known[schedule_id.lower()] = (base_unit, time.monotonic())
+    return base_unit
 
 
 async def company_contact(ctx: SyncContext, customer_id: str) -> dict[str, Any] | None:
@@ -172,24 +220,43 @@ async def currency_to_bc(ctx: SyncContext, currency_id: str | None) -> dict[str,
         return {}
     if currency_id.lower() == (await base_currency_id(ctx) or "").lower():
         return {"currencyCode": ""}
-    bc_id = await coupled_id(ctx, "CURRENCY", "dataverse", currency_id)
+    bc_id, code = await code_of(ctx, "CURRENCY", currency_id)
     if bc_id is None:
         raise MissingDependency(f"Dynamics 365 Sales currency {currency_id} is not coupled to a Business Central "
                                 "currency", "CURRENCY", "dataverse", currency_id)
+    if code:
+        return {"currencyCode": code}
     currency = await ctx.bc.get("currencies", bc_id)
+    if currency:
+        await _remember(ctx, "CURRENCY", bc_id, currency.get("code"))
     return {"currencyCode": currency["code"]} if currency else {}
+
+
+# An owner that is a team, or a user the SALESPEOPLE filter leaves out, is remembered so for a few minutes (two
+# reads each time otherwise); a coupling made meanwhile is found first, as the coupling is asked before this.
+NOT_A_SALESPERSON_SECONDS = 300.0
 
 
 async def salesperson_to_bc(ctx: SyncContext, user_id: str | None) -> dict[str, Any]:
     if not user_id:
         return {"salespersonCode": ""}
-    bc_id = await coupled_id(ctx, "SALESPEOPLE", "dataverse", user_id)
+    bc_id, code = await code_of(ctx, "SALESPEOPLE", user_id)
+    if code:
+        return {"salespersonCode": code}
+    outside: dict[str, float] = ctx.cache.setdefault("not_a_salesperson", {})
+    if bc_id is None and time.monotonic() - outside.get(user_id.lower(), -NOT_A_SALESPERSON_SECONDS) \
+            < NOT_A_SALESPERSON_SECONDS:
+        return {"salespersonCode": ""}
     if bc_id is None and await ctx.dv.get("systemusers", user_id, select=["systemuserid"]) is None:
+        outside[user_id.lower()] = time.monotonic()
         return {"salespersonCode": ""}  # owned by a team: no salesperson (BC keeps the customer's default)
     bc_id = bc_id or await resolve(ctx, "SALESPEOPLE", "dataverse", user_id)
     if bc_id is None:
+        outside[user_id.lower()] = time.monotonic()
         return {"salespersonCode": ""}  # a user whom the SALESPEOPLE filter leaves out
     person = await ctx.bc.get("salespeoplePurchasers", bc_id)
+    if person:
+        await _remember(ctx, "SALESPEOPLE", bc_id, person.get("code"))
     return {"salespersonCode": person["code"]} if person else {"salespersonCode": ""}
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from consumers.lease import Lease
+from schemas.events import ChangeEvent
 from schemas.vocabulary import Side
 from service.store.models import Coupling
 
@@ -23,3 +25,6 @@ class RecordRun:
     # What the rule found, for the record history's label and search terms: the source record as it applied it
     # (it may replace `record` with what it read) and the other side's record.
     target: dict[str, Any] | None = None
+    # The change events this run serves (none for reconciliations and full synchronizations): what the sources
+    # reported, e.g. a BC notification's lastModifiedDateTime, which may show the run has nothing to do.
+    events: Sequence[ChangeEvent] = ()

@@ -208,6 +208,12 @@ class Webhooks:
                 # codeunit "API Webhook Notification Send".GetEntityCollectionUrl: "Subtract 50 milliseconds to
                 # be sure we get all the changes" from the first change's time.
                 sub.window_start = when - timedelta(milliseconds=50)
+            # Codeunit 6154 "API Webhook Notification Send" (MergeIntoExistingUpdatedAggregateNotification) merges an
+            # update into the entry before it when that is an update of the same record, and the merged entry takes
+            # the *last* change's time (BC's tests TestSequentialUpdatesAggregated / ...NonSequential...NotAggregated).
+            # Created/deleted never merge. BC stamps the entry with CurrentDateTime in the database trigger, a little
+            # before the record's SystemModifiedAt; `when` here is the row's modified time itself, the boundary case
+            # for a reader that compares it with the lastModifiedDateTime a write answered (docs/echoes.md).
             last = sub.pending[-1] if sub.pending else None
             if last and last[0] == row_id and last[1] == change == "updated":
                 sub.pending[-1] = (row_id, change, when)  # repeated updates are merged

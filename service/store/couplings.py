@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -18,6 +18,20 @@ async def find(session: AsyncSession, mapping: str, side: str, record_id: str) -
     query = select(Coupling).where(col(Coupling.mapping) == mapping, column == record_id.lower())
     result = await session.execute(query)
     return result.scalar_one_or_none()
+
+
+async def find_by_key(session: AsyncSession, mapping: str, bc_key: str) -> Coupling | None:
+    """The coupling whose BC record has this code (BC codes are upper case: compared so). None for none, or when
+    more than one claims it (a rename not yet synchronized): the caller asks BC then."""
+    query = select(Coupling).where(col(Coupling.mapping) == mapping, col(Coupling.bc_key) == bc_key.upper()).limit(2)
+    found = list((await session.execute(query)).scalars())
+    return found[0] if len(found) == 1 else None
+
+
+async def remember_key(session: AsyncSession, mapping: str, bc_id: str, bc_key: str) -> None:
+    """Note the BC record's code on its coupling (couplings made before codes were kept, or by bulk matching)."""
+    await session.execute(update(Coupling).where(col(Coupling.mapping) == mapping,
+                                                 col(Coupling.bc_id) == bc_id.lower()).values(bc_key=bc_key.upper()))
 
 
 async def find_by_id(session: AsyncSession, coupling_id: int) -> Coupling | None:

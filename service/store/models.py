@@ -49,6 +49,7 @@ class Coupling(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("mapping", "bc_id", name="uq_coupling_bc"),
         UniqueConstraint("mapping", "dataverse_id", name="uq_coupling_dataverse"),
+        Index("ix_coupling_bc_key", "mapping", "bc_key"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -65,6 +66,13 @@ class Coupling(SQLModel, table=True):
     # The side(s) the last run wrote ("bc", "dataverse", "both"): a run of that side that finds the record as
     # our write left it (hash and modified time) is an echo, not someone's change that carried nothing new.
     written: str | None = Field(default=None, max_length=16)
+    # What each side's record held for the fields this mapping writes to it, with its `@odata.etag`, as the last
+    # run left or read it (JSON). A write goes out with that ETag and without reading the record first: the ETag
+    # proves the record is still so (412 → read, then the usual path), and only the fields that differ are sent.
+    bc_state: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    dataverse_state: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # The BC record's `code` (currencies, salespeople, units of measure): lookups by code read the coupling, not BC.
+    bc_key: str | None = Field(default=None, max_length=100)
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
