@@ -22,6 +22,7 @@ DEMO_ENVIRONMENT = "production"
 # modelled (sandbox/bc/*, sandbox/dataverse/*).
 ENUM_STYLES = ("encoded", "plain")  # BC option values: "_x0020_", "In_x0020_Review" | " ", "In Review"
 NOTIFICATION_RESOURCES = ("as-subscribed", "relative", "absolute")  # the `resource` of a BC notification
+NOTIFICATION_TIMES = ("trigger", "modified")  # the `lastModifiedDateTime` of a BC notification (sandbox/bc/store.py)
 NAV_STYLES = ("lower", "pascal")  # Dataverse navigation names: defaultuomid | DefaultUoMId (product's)
 FULFILL_BINDINGS = ("unbound", "bound")  # POST /FulfillSalesOrder | /salesorders/Microsoft.Dynamics.CRM.…
 
@@ -71,6 +72,9 @@ class SandboxConfig:
     # webhook-supported entities does not name them)
     webhook_contacts: bool = False
     missing_fields: tuple[str, ...] = ()  # "<entity set>.<field>" this tenant's API does not have
+    # The time a notification carries: "trigger" (BC's source: CurrentDateTime in the database trigger, before the
+    # record's SystemModifiedAt) or "modified" (equal to it: both rounded to one SQL datetime tick). sandbox/bc/store.py
+    notification_time: str = "trigger"
     # --- Dataverse readings ----------------------------------------------------------------------------------
     nav_style: str = "lower"
     async_primary_name_image: bool = True  # asynchronous steps add the AsynchronousStepPrimaryName image
@@ -85,7 +89,8 @@ class SandboxConfig:
 
     def __post_init__(self) -> None:
         for name, allowed in (("enum_style", ENUM_STYLES), ("notification_resource", NOTIFICATION_RESOURCES),
-                              ("nav_style", NAV_STYLES), ("fulfill_binding", FULFILL_BINDINGS)):
+                              ("nav_style", NAV_STYLES), ("fulfill_binding", FULFILL_BINDINGS),
+                              ("notification_time", NOTIFICATION_TIMES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"sandbox setting {name} must be one of {', '.join(allowed)}")
 
@@ -106,7 +111,8 @@ class SandboxConfig:
         return cls(**values)  # type: ignore[arg-type]
 
 
-READINGS = ("custom_api", "enum_style", "notification_resource", "webhook_contacts", "missing_fields", "nav_style",
+READINGS = ("custom_api", "enum_style", "notification_resource", "notification_time", "webhook_contacts",
+            "missing_fields", "nav_style",
             "async_primary_name_image", "zero_operation_id", "fulfill_binding")
 
 

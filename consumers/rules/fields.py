@@ -84,11 +84,12 @@ class FieldRule(FieldValues):
         return await self._write_pair(side, record, target, payload, source_hash, coupling, Result.MODIFIED)
 
     def _seen_already(self, run: RecordRun) -> Applied | None:
-        """A BC notification needs no read when the time it reports is not later than the record's modified
-        time the coupling holds: the last run read or wrote that state (a write goes out with the ETag of what
-        it had seen, so no earlier change can hide behind it). Our own write's echo costs no request then.
-        The notification's lastModifiedDateTime is the record's SystemModifiedAt at its latest change (BC's
-        codeunit 6154 "API Webhook Notification Send"; docs/echoes.md). Only for notifications (and catch-up
+        """A BC notification needs no read when the time it reports is earlier than the record's modified time
+        the coupling holds: the last run read or wrote that state (a write goes out with the ETag of what it had
+        seen, so no earlier change can hide behind it). BC stamps a notification in the database trigger, before
+        the record's SystemModifiedAt, and a merged one with its last change's time (codeunits 6153/6154,
+        docs/echoes.md): our own write's echo comes earlier and costs no request; anyone's later change does not.
+        An equal time proves nothing (two writes may share a tick) and is read. Only notifications (and catch-up
         events) of this very record that report a change, not a delete."""
         coupling, side = run.coupling, run.side
         if (coupling is None or side is not Side.BC or run.record is not None or run.deleted or not run.events
@@ -98,7 +99,7 @@ class FieldRule(FieldValues):
         for event in run.events:
             if (event.source != "business_central" or event.change_type not in ("created", "updated")
                     or event.entity != self.mapping.bc_entity or (event.record_id or "").lower() != run.record_id
-                    or event.occurred_at > left):
+                    or event.occurred_at >= left):
                 return None
         if coupling.written in (side, "both"):
             return Applied(Result.UNCHANGED, side.other.toward, _id(coupling, side.other), decision=Decision.ECHO,

@@ -266,7 +266,22 @@ async def parent_to_bc(ctx: SyncContext, account_id: str | None) -> dict[str, An
     customer_id = await resolve(ctx, "CUSTOMER", "dataverse", account_id)
     if customer_id is None:
         raise Skip(f"the contact's parent {account_id} does not take part in CUSTOMER")
+    number = await company_number_of(ctx, customer_id)
+    if number is None:
+        raise MissingDependency(f"customer {customer_id} has no company contact", "CUSTOMER", "bc", customer_id)
+    return {"companyNumber": number}
+
+
+async def company_number_of(ctx: SyncContext, customer_id: str) -> str | None:
+    """The number of the customer's company contact, remembered a while as `customer_of_company` remembers the
+    other way (a request per contact change otherwise)."""
+    known: dict[str, tuple[str, float]] = ctx.cache.setdefault("company_number_of", {})
+    cached = known.get(customer_id.lower())
+    if cached is not None and time.monotonic() - cached[1] < COMPANY_CACHE_SECONDS:
+        return cached[0]
     link = await company_contact(ctx, customer_id)
     if link is None:
-        raise MissingDependency(f"customer {customer_id} has no company contact", "CUSTOMER", "bc", customer_id)
-    return {"companyNumber": link["contactNumber"]}
+        return None
+    number = str(link["contactNumber"])
+    known[customer_id.lower()] = (number, time.monotonic())
+    return number

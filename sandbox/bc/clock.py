@@ -27,6 +27,13 @@ class Clock:
         self._last = now
         return now
 
+    def after(self, moment: datetime) -> datetime:
+        """`stamp()`, but at least a millisecond after `moment` (a record's SystemModifiedAt, set after the
+        trigger time its notification carries)."""
+        now = max(self.stamp(), moment + timedelta(milliseconds=1))
+        self._last = now
+        return now
+
     def scaled(self, protocol_seconds: float) -> float:
         """Real seconds to wait for a protocol delay of `protocol_seconds`."""
         return protocol_seconds * self.time_factor

@@ -277,7 +277,8 @@ def _post(records: Records, invoice: Row, new_number: bool, created: bool) -> Ro
     data["remainingAmount"] = data["totalAmountIncludingTax"]
     row = records.store.put("salesInvoices", data, change=None)
     change = "created" if created else "updated"
-    records.store.emit(ENTITIES["salesInvoices"], data["id"], change, row.modified)
+    stamped = row.modified - timedelta(milliseconds=1) if records.store.notification_time == "trigger" else row.modified
+    records.store.emit(ENTITIES["salesInvoices"], data["id"], change, stamped)
     _add_balance(records, data["customerId"], data["remainingAmount"])
     return row
 

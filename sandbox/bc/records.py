@@ -221,9 +221,12 @@ class Records:
         if entity.name == "customers":
             self._sync_company_contact(new)
         elif entity.name == "contacts" and new.data["type"] == "Company":
+            # Table 5050 Contact, DoModify: a company's persons are modified only when what they inherit changed
+            # (`if Name <> ContactBeforeModify.Name then ... ContChanged := true`; no Modify otherwise).
             for person in self.persons_of(old["number"]):
-                self.store.put("contacts", {**person.data, "companyName": new.data["displayName"],
-                                            "companyNumber": new.data["number"]})
+                inherited = {"companyName": new.data["displayName"], "companyNumber": new.data["number"]}
+                if any(person.data.get(k) != v for k, v in inherited.items()):
+                    self.store.put("contacts", {**person.data, **inherited})
 
     # ---- customer ↔ company contact (BC's "Bus. Rel. Code for Customers" marketing setup) --------
     def company_contact_of(self, customer_id: str) -> Row | None:

@@ -32,7 +32,7 @@ class BCSandbox:
     def __post_init__(self) -> None:
         self.clock = Clock(self.config.time_factor)
         self.shape = Shape(self.config)
-        self.store = Store(self.clock)
+        self.store = Store(self.clock, self.config.notification_time)
         self.records = Records(self.store, self.shape)
         settings = WebhookSettings(notify_delay=self.config.bc_notify_delay)
         self.webhooks = Webhooks(self.clock, self.config, settings)

@@ -57,7 +57,13 @@ class Table:
 
 
 class Store:
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, notification_time: str = "trigger") -> None:
+        # Which time a change's notification carries (sandbox reading `notification_time`): "trigger" — BC's
+        # codeunit 6153 "API Webhook Notification Mgt." RegisterNotification stamps CurrentDateTime() in the
+        # database trigger ("Cannot use $systemModifiedAt as it is not updated yet in OnDatabaseModify"), so the
+        # record's lastModifiedDateTime is later; "modified" — the same value (both rounded to one SQL datetime
+        # tick of ~3 ms, the reading docs/echoes.md leaves open).
+        self.notification_time = notification_time
         self.clock = clock
         self.tables = {name: Table(entity) for name, entity in ENTITIES.items()}
         self.counters: dict[str, int] = {}
@@ -82,7 +88,8 @@ class Store:
         table = self.tables[name]
         old = table.rows.get(data["id"])
         self._log(name, data["id"], old)
-        now = self.clock.stamp()
+        trigger = self.clock.stamp()
+        now = self.clock.after(trigger) if self.notification_time == "trigger" else trigger
         self.version += 1
         if "lastModifiedDateTime" in table.entity.fields:
             data["lastModifiedDateTime"] = iso(now)
@@ -92,7 +99,7 @@ class Store:
         table.rows[data["id"]] = row
         self._reindex(table, old, row)
         if change:
-            self.emit(table.entity, data["id"], "created" if old is None else change, now)
+            self.emit(table.entity, data["id"], "created" if old is None else change, trigger)
         return row
 
     def remove(self, name: str, row_id: str, notify: bool = True) -> None:

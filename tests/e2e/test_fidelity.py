@@ -4,11 +4,13 @@ documentation and BC's source leave open — a change on each side of every mapp
 - "documented, no extension": the bcsync BC extension is not installed (its three mappings are kept off and
   setup says why), option values encoded (`"_x0020_"`), notifications carrying the resource as subscribed,
   contacts polled (not in Microsoft's list of webhook-capable resources), Dataverse navigation names in lower
-  case, real OperationIds, FulfillSalesOrder unbound;
+  case, real OperationIds, FulfillSalesOrder unbound, BC notifications stamped at the trigger (before the
+  record's modified time);
 - "other readings": the extension installed, option values plain, notification resources without the
   leading slash, contacts pushed, navigation names in a mixed case *for every lookup* (so no name the code
   once hard-coded works), an all-zero OperationId, no AsynchronousStepPrimaryName image, FulfillSalesOrder
-  bound to its collection.
+  bound to its collection, BC notifications carrying the record's own modified time (not the earlier trigger
+  time).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ READINGS = {
     "other-readings": {"BCSYNC_SANDBOX_ENUM_STYLE": "plain", "BCSYNC_SANDBOX_NOTIFICATION_RESOURCE": "relative",
                        "BCSYNC_SANDBOX_WEBHOOK_CONTACTS": "1", "BCSYNC_SANDBOX_NAV_STYLE": "pascal",
                        "BCSYNC_SANDBOX_ZERO_OPERATION_ID": "1", "BCSYNC_SANDBOX_ASYNC_PRIMARY_NAME_IMAGE": "0",
-                       "BCSYNC_SANDBOX_FULFILL_BINDING": "bound"},
+                       "BCSYNC_SANDBOX_FULFILL_BINDING": "bound", "BCSYNC_SANDBOX_NOTIFICATION_TIME": "modified"},
 }
 
 

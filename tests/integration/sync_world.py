@@ -108,8 +108,9 @@ class World:
 
 
 @pytest.fixture
-async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[World]:
-    config, stop = start_sandbox_thread(tmp_path)
+async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> AsyncIterator[World]:
+    """The engine against a sandbox in a thread; parametrized indirectly, the sandbox's readings."""
+    config, stop = start_sandbox_thread(tmp_path, **getattr(request, "param", {}))
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", config.ca_file)
     settings = Settings(
         _env_file=None, tenant_id=config.tenant_id, client_id=config.client_id, client_secret=config.client_secret,

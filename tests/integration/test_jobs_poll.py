@@ -37,6 +37,22 @@ async def test_a_polled_side_publishes_its_changes_and_finds_its_deletes(world: 
         assert state.polls == 4 and state.poll_watermark is not None and state.poll_error is None
 
 
+async def test_a_polled_record_the_mapping_filter_leaves_out_is_not_published(world: World) -> None:
+    """A customer's change also changes its company contact (table 5050 Contact, via UpdateContFromCust): CONTACT
+    takes persons only, so the poll does not publish it — its run would read it only to skip it."""
+    rule = world.engine.rules["CONTACT"]
+    rule.bc_delivery = "poll"
+    poll = PollJob(catch_up(world, bc_poll_seconds=60))
+    customer = await world.human.bc_create("customers", {"displayName": "Company Only Ltd"})
+    company = (await world.human.bc.get(f"/customers/{customer['id']}/contacts")).json()["company"]
+    await world.human.bc_update("customers", customer["id"], {"email": "info@company-only.example"})
+    person = await world.human.bc_create("contacts", {"type": "Person", "displayName": "Listed Person",
+                                                       "companyNumber": company["number"]})
+    await poll.poll(rule)
+    published = {e["record_id"] for e in await outbox_events(world)}
+    assert person["id"] in published and company["id"] not in published, published
+
+
 async def test_only_polled_running_sources_are_polled(world: World) -> None:
     poll = PollJob(catch_up(world))
     world.engine.rules["CONTACT"].bc_delivery = "poll"

@@ -2,9 +2,10 @@
 else's later change costs one read; a write goes out without reading the other side first (its ETag is kept in
 the coupling) and a stale ETag still ends in the conflict policy, not in a lost change.
 
-A BC notification's `lastModifiedDateTime` is the time of the record's latest change it stands for (codeunit 6154
-"API Webhook Notification Send" merges repeated updates keeping the last change's time; docs/echoes.md). The
-sandbox sends the row's modified time; here the events carry the BC record's `lastModifiedDateTime` as read.
+The notifications are the sandbox's own, through a real subscription, in both readings of their time
+(`notification_time`): BC stamps one in the database trigger, before the record's SystemModifiedAt, and keeps the
+last change's time when it merges repeated updates (codeunits 6153/6154; docs/echoes.md) — or, the reading left
+open, both values fall on the same SQL datetime tick.
 """
 
 from __future__ import annotations
@@ -12,16 +13,21 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
+import httpx
+import pytest
+
+from schemas.business_central import Notification
 from schemas.events import ChangeEvent
 from schemas.mappings import BY_NAME
 from service.connectors.http import ApiTransport
+from service.intake import business_central_event
 from service.store import couplings, history
 from tests.integration.sync_world import World
+from tests.integration.test_registration import Receiver, receiver  # noqa: F401 (the fixture)
 from tests.integration.test_sync_conflicts import coupled_pair
 
 
@@ -48,11 +54,42 @@ def counted(world: World) -> Iterator[dict[str, Counter[str]]]:
             transport.request = original  # type: ignore[method-assign]
 
 
-def notification(bc_id: str, modified: str) -> ChangeEvent:
-    """A BC notification of a customer as BC sends it: the time of the record's last change it stands for."""
-    return ChangeEvent(source="business_central", entity="customers", record_id=bc_id, change_type="updated",
-                       occurred_at=datetime.fromisoformat(modified.replace("Z", "+00:00")),
-                       dedupe_key=f"n-{bc_id}-{modified}", correlation_id="n")
+class Notifications:
+    """A BC subscription to customers whose notifications land here: the sandbox's own, as BC would send them."""
+
+    def __init__(self, world: World, hooks: Receiver) -> None:
+        self.world, self.receiver = world, hooks
+        self.control = httpx.AsyncClient(base_url=f"http://127.0.0.1:{world.config.bc_port}/_sandbox")
+
+    async def subscribe(self) -> None:
+        bc = self.world.ctx.bc
+        await bc.transport.request("POST", f"{bc.api_root()}/subscriptions", json={
+            "notificationUrl": self.receiver.url + "/bc", "clientState": "budget-test",
+            "resource": f"/api/v2.0/companies({bc.company_id})/customers"})
+
+    async def of(self, bc_id: str) -> list[ChangeEvent]:
+        """Send what BC holds now; the events of this customer, as the door makes them."""
+        self.receiver.posts.clear()
+        await self.control.post("/webhooks/flush")
+        items = [Notification.model_validate(item) for _, _, body in self.receiver.posts for item in body["value"]]
+        return [business_central_event(n, correlation_id="n") for n in items
+                if n.parsed_resource.record_id == bc_id.lower()]
+
+    async def aclose(self) -> None:
+        await self.control.aclose()
+
+
+@pytest.fixture
+async def notifications(world: World, receiver: Receiver) -> AsyncIterator[Notifications]:  # noqa: F811
+    hooks = Notifications(world, receiver)
+    await hooks.subscribe()
+    yield hooks
+    await hooks.aclose()
+
+
+async def handle(world: World, events: list[ChangeEvent]) -> None:
+    assert len(events) == 1, events  # one notification (repeated updates merged)
+    await world.engine.handle(BY_NAME["CUSTOMER"], events[0])
 
 
 async def latest_entry(world: World, bc_id: str) -> Any:
@@ -69,23 +106,49 @@ async def sales_change_reaches_bc(world: World, bc_id: str, account_id: str, nam
     return customer
 
 
-async def test_the_echo_of_our_own_bc_write_costs_no_request(world: World) -> None:
+TRIGGER, MODIFIED = {"notification_time": "trigger"}, {"notification_time": "modified"}
+
+
+@pytest.mark.parametrize("world", [TRIGGER], indirect=True)
+async def test_the_echo_of_our_own_bc_write_costs_no_request(world: World, notifications: Notifications) -> None:
     bc_id, account_id = await coupled_pair(world, "Echo Zero Ltd")
-    customer = await sales_change_reaches_bc(world, bc_id, account_id, "Echo Zero, Renamed")
+    await notifications.of(bc_id)  # the customer's own creation, already applied
+    await sales_change_reaches_bc(world, bc_id, account_id, "Echo Zero, Renamed")
+    echo = await notifications.of(bc_id)
     with counted(world) as seen:
-        await world.engine.handle(BY_NAME["CUSTOMER"], notification(bc_id, customer["lastModifiedDateTime"]))
+        await handle(world, echo)
     assert seen == {"bc": Counter(), "dataverse": Counter()}
     entry = await latest_entry(world, bc_id)
     assert entry.result == "unchanged" and entry.decision == "echo", entry
 
 
-async def test_a_merged_notification_with_someone_elses_later_change_costs_one_read(world: World) -> None:
-    bc_id, account_id = await coupled_pair(world, "Merged Ltd")
-    await sales_change_reaches_bc(world, bc_id, account_id, "Merged, From Sales")
-    await asyncio.sleep(0.01)  # a person's edit after our write: BC merges both into one notification, their time
-    after = await world.human.bc_update("customers", bc_id, {"phoneNumber": "+1 555 0100"})
+@pytest.mark.parametrize("world", [MODIFIED], indirect=True)
+async def test_when_bc_stamps_a_notification_with_the_records_own_time_the_echo_is_read(
+        world: World, notifications: Notifications) -> None:
+    """The other reading: an equal time proves nothing (a person's edit could share the tick), so it is read —
+    one read, found unchanged, nothing written."""
+    bc_id, account_id = await coupled_pair(world, "Echo Equal Ltd")
+    await notifications.of(bc_id)
+    customer = await sales_change_reaches_bc(world, bc_id, account_id, "Echo Equal, Renamed")
+    echo = await notifications.of(bc_id)
+    assert echo[0].occurred_at.isoformat(timespec="milliseconds")[:23] == customer["lastModifiedDateTime"][:23]
     with counted(world) as seen:
-        await world.engine.handle(BY_NAME["CUSTOMER"], notification(bc_id, after["lastModifiedDateTime"]))
+        await handle(world, echo)
+    assert seen == {"bc": Counter({f"GET customers({bc_id})": 1}), "dataverse": Counter()}, seen
+    entry = await latest_entry(world, bc_id)
+    assert entry.result == "unchanged" and entry.decision == "echo", entry
+
+
+@pytest.mark.parametrize("world", [TRIGGER, MODIFIED], indirect=True)
+async def test_a_merged_notification_with_someone_elses_later_change_costs_one_read(
+        world: World, notifications: Notifications) -> None:
+    bc_id, account_id = await coupled_pair(world, "Merged Ltd")
+    await notifications.of(bc_id)
+    await sales_change_reaches_bc(world, bc_id, account_id, "Merged, From Sales")
+    await world.human.bc_update("customers", bc_id, {"phoneNumber": "+1 555 0100"})  # a person, after our write
+    merged = await notifications.of(bc_id)  # our write and theirs: one notification, their time
+    with counted(world) as seen:
+        await handle(world, merged)
     assert seen["bc"] == Counter({f"GET customers({bc_id})": 1}), seen  # the one read, and nothing else from BC
     assert seen["dataverse"] == Counter({f"PATCH accounts({account_id})": 1}), seen  # written without a read
     account = await world.human.dv_get("accounts", account_id)
@@ -139,3 +202,16 @@ async def test_lookups_by_code_read_the_store_not_bc(world: World) -> None:
     assert not any("currencies" in request for request in seen["bc"]), seen
     customer = await world.human.bc_get("customers", bc_id)
     assert customer is not None and (customer["displayName"], customer["currencyCode"]) == ("Lookup, Renamed", "NOK")
+
+
+async def test_a_sales_contact_change_reaches_bc_with_one_write(world: World) -> None:
+    _, account_id = await coupled_pair(world, "Contact Write Ltd")
+    contact = await world.human.dv_create("contacts", {
+        "firstname": "Ana", "lastname": "Trujillo", "emailaddress1": "ana@contact-write.example",
+        "parentcustomerid_account@odata.bind": f"/accounts({account_id})"})
+    await world.dv_event("CONTACT", "contact", contact["contactid"], "created")
+    for phone in ("+1 555 0101", "+1 555 0102"):
+        await world.human.dv_update("contacts", contact["contactid"], {"telephone1": phone})
+        with counted(world) as seen:
+            await world.dv_event("CONTACT", "contact", contact["contactid"])
+        assert sum(seen["bc"].values()) == 1 and sum(seen["dataverse"].values()) == 1, seen
