@@ -10,12 +10,22 @@
   lower case) in memory: the Dataverse side's key values and ids are held (not the records), the BC side is
   streamed. A value that only spaces tell apart matches here, and not per record.
 
-Both skip a key whose value is missing (None or "") and read the mapping's keys in the same order.
+- `MatchIndex` (full synchronization): `candidates` for every record of a line without a request per record. The
+  source side's key values are read first (by pages, those columns only: small), then the other side by pages,
+  keeping whole records only for rows whose key value is among them; per record it answers as `candidates`
+  would: the first key with a value that finds any decides, equality as the servers compare (case-insensitive,
+  not trimmed), at most MAX_CANDIDATES in the listing's order. The line's runs reach it through `PREFETCHED`.
+
+Both skip a key whose value is missing (None or "") and read the mapping's keys in the same order. Listings
+ask for the largest pages the services allow: 20,000 rows in Business Central (server-driven paging, fixed
+online), 5,000 in Dataverse (`odata.maxpagesize`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import Any
 
 from schemas.mappings import DATAVERSE_SETS, TableMapping
@@ -28,6 +38,8 @@ from service.store.db import Database
 
 REPORT_IDS = 1000  # ids listed per category in the report (all are counted)
 MAX_CANDIDATES = 5  # records `candidates` returns at most
+BC_PAGE = 20_000  # rows per page: Business Central's maximum (online it cannot be changed)
+DATAVERSE_PAGE = 5_000  # Dataverse's maximum `odata.maxpagesize`
 
 
 def key_value(value: Any) -> str | None:
@@ -56,11 +68,20 @@ class Matcher:
             return [(dataverse_field, bc_field) for bc_field, dataverse_field in self.mapping.match_keys]
         return list(self.mapping.match_keys)
 
-    def records(self, side: Side | str, filter_: str | None = None) -> AsyncIterator[dict[str, Any]]:
+    def records(self, side: Side | str, filter_: str | None = None, *, select: list[str] | None = None,
+                page_size: int | None = None) -> AsyncIterator[dict[str, Any]]:
         """Every record of a side (streamed page by page), optionally only those matching `filter_`."""
         if side == Side.BC:
-            return self.bc.list(self.mapping.bc_entity, api=self.mapping.bc_api, filter=filter_)
-        return self.dv.list(self.dataverse_set, filter=filter_)
+            return self.bc.list(self.mapping.bc_entity, api=self.mapping.bc_api, filter=filter_, select=select,
+                                page_size=page_size or 1000)
+        return self.dv.list(self.dataverse_set, filter=filter_, select=select, page_size=page_size or 1000)
+
+    def listing(self, side: Side | str, *, select: list[str] | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Every record of a side by the largest pages the service allows."""
+        return self.records(side, select=select, page_size=BC_PAGE if side == Side.BC else DATAVERSE_PAGE)
+
+    def id_column(self, side: Side | str) -> str:
+        return "id" if side == Side.BC else self.dataverse_key
 
     def record_id(self, side: Side | str, record: dict[str, Any]) -> str:
         return str(record["id"] if side == Side.BC else record[self.dataverse_key]).lower()
@@ -142,6 +163,91 @@ class Matcher:
             "ambiguous_bc_ids": ambiguous[:REPORT_IDS], "unmatched_bc_ids": unmatched_bc,
             "unmatched_dataverse_ids": unmatched_dv,
         }
+
+
+class MatchIndex:
+    """`Matcher.candidates` for the records of one side of a mapping, from the other side read once by pages
+    (see the module docstring). Built on the first `candidates` call: a line whose records are all coupled
+    reads nothing for it. Holds the source side's key values and the other side's records that share one."""
+
+    def __init__(self, matcher: Matcher, source: Side | str) -> None:
+        self.matcher = matcher
+        self.source, self.toward = Side(source), Side(source).other
+        self.keys = matcher.keys_toward(self.toward)  # (field of a source record, column of the other side)
+        self._index: list[dict[str, list[dict[str, Any]]]] | None = None
+        self._lock = asyncio.Lock()
+        self.kept = 0  # other-side records held
+
+    @property
+    def mapping(self) -> TableMapping:
+        return self.matcher.mapping
+
+    def serves(self, mapping: TableMapping, toward: Side | str) -> bool:
+        return mapping.name == self.mapping.name and Side(toward) == self.toward
+
+    async def build(self) -> None:
+        """Read the source side's key values, then the other side's records that have one of them."""
+        source_id = self.matcher.id_column(self.source)
+        wanted: list[set[str]] = [set() for _ in self.keys]
+        fields = sorted({source_id, *(field for field, _ in self.keys)})
+        async for row in self.matcher.listing(self.source, select=fields):
+            for position, (field, _) in enumerate(self.keys):
+                value = key_value(row.get(field))
+                if value is not None:
+                    wanted[position].add(value.lower())
+        index: list[dict[str, list[dict[str, Any]]]] = [{} for _ in self.keys]
+        kept = 0
+        async for row in self.matcher.listing(self.toward):
+            held = False
+            for position, (_, column) in enumerate(self.keys):
+                value = key_value(row.get(column))
+                if value is None or (folded := value.lower()) not in wanted[position]:
+                    continue
+                found = index[position].setdefault(folded, [])
+                if len(found) < MAX_CANDIDATES:
+                    found.append(row)
+                    held = True
+            kept += held
+        self._index, self.kept = index, kept
+
+    @property
+    def built(self) -> bool:
+        return self._index is not None
+
+    async def candidates(self, record: dict[str, Any]) -> list[dict[str, Any]]:
+        """What `Matcher.candidates(toward, record)` would answer, without a request."""
+        if self._index is None:
+            async with self._lock:
+                if self._index is None:
+                    await self.build()
+        assert self._index is not None
+        for position, (field, _) in enumerate(self.keys):
+            value = key_value(record.get(field))
+            if value is None:
+                continue
+            found = self._index[position].get(value.lower())
+            if found:
+                return list(found)
+        return []
+
+    def add(self, record: dict[str, Any], other_id: str) -> None:
+        """The other side's record created for `record` (source) during the line: found by its key values from
+        now on, as the server would (coupled, so never taken as a match — but a key that finds it decides)."""
+        if self._index is None:
+            return  # not built: the listing will show it
+        created = {self.matcher.id_column(self.toward): other_id}
+        for position, (field, column) in enumerate(self.keys):
+            value = key_value(record.get(field))
+            if value is None:
+                continue
+            created[column] = value
+            found = self._index[position].setdefault(value.lower(), [])
+            if len(found) < MAX_CANDIDATES:
+                found.append(created)
+
+
+# The match index of the full synchronization line this task runs (consulted by `FieldValues.match`).
+PREFETCHED: ContextVar[MatchIndex | None] = ContextVar("bcsync_prefetched_matches", default=None)
 
 
 async def match_and_couple(mapping: TableMapping, bc: BusinessCentralClient, dv: DataverseClient,

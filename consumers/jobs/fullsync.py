@@ -1,9 +1,13 @@
 """Full synchronization in the worker: run the Ready lines of the latest run whose dependencies finished.
 
 A line is claimed atomically on its own row (one worker wins) and leased; the lease is renewed with the
-counts after every batch. Records are streamed page by page from the source side(s) of the mapping's
-direction and applied through the engine (`kind="full"`), which matches before it creates: records
-present on both sides are coupled, not duplicated. Memory holds one connector page and one batch.
+counts after every batch. Records are streamed page by page (the largest pages the
+services allow) from the source side(s) of the mapping's direction and applied through the engine
+(`kind="full"`), which matches before it creates: records present on both sides are coupled, not duplicated.
+Matching costs no request per record: for a rule that matches by the mapping's keys, the side's key values and
+then the other side's records sharing one are read by pages once, on the first record that needs a match
+(`MatchIndex`, service/matching.py), and the engine's runs of the line consult it (`PREFETCHED`). Memory holds
+one connector page, one batch, the source side's key values and the other side's records that match.
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ from consumers.errors import MappingHeld, RecordBusy
 from consumers.jobs.common import record_event, source_sides
 from consumers.jobs.settings import JobSettings
 from consumers.rules.base import Rule
+from consumers.rules.field_values import FieldValues
 from consumers.sync import SyncEngine
-from schemas.vocabulary import Side
+from schemas.vocabulary import Result, Side
 from service.connectors.http import is_transient
 from service.logging import get_logger
+from service.matching import PREFETCHED, Matcher, MatchIndex
 from service.store import jobs, synclog
 from service.store.db import Database
 
@@ -113,22 +119,40 @@ class FullSync:
         await self.kick("full-sync")  # dependents may start now, in any worker
 
     async def _side(self, rule: Rule, side: str, line_id: int, attempt: int, run_id: int) -> None:
-        batch: list[dict[str, Any]] = []
-        async for record in await rule.records(side):
-            batch.append(record)
-            if len(batch) >= self.settings.full_sync_batch:
-                await self._batch(rule, side, batch, line_id, attempt, run_id)
-                batch = []
-        await self._batch(rule, side, batch, line_id, attempt, run_id)
+        index = match_index(rule, side)
+        token = PREFETCHED.set(index)  # the line's runs (tasks started from here) match through it
+        try:
+            batch: list[dict[str, Any]] = []
+            async for record in await self._records(rule, side):
+                batch.append(record)
+                if len(batch) >= self.settings.full_sync_batch:
+                    await self._batch(rule, side, batch, line_id, attempt, run_id, index)
+                    batch = []
+            await self._batch(rule, side, batch, line_id, attempt, run_id, index)
+        finally:
+            PREFETCHED.reset(token)
+        if index is not None and index.built:
+            log.info("full sync side matched in memory", side=side, kept=index.kept)
+
+    @staticmethod
+    async def _records(rule: Rule, side: str) -> Any:
+        """The side's records: the rule's own listing, by the largest pages the service allows when it is the
+        plain one."""
+        if getattr(rule.records, "__func__", None) is Rule.records:
+            return Matcher(rule.mapping, rule.ctx.bc, rule.ctx.dv).listing(side)
+        return await rule.records(side)
 
     async def _batch(self, rule: Rule, side: str, batch: list[dict[str, Any]], line_id: int, attempt: int,
-                     run_id: int) -> None:
+                     run_id: int, index: MatchIndex | None = None) -> None:
         counts: Counter[str] = Counter()
         limit = asyncio.Semaphore(self.settings.full_sync_concurrency)
 
         async def one(record: dict[str, Any]) -> None:
             async with limit:
-                counts[await self._record(rule, side, record, run_id)] += 1
+                result, other_id = await self._applied(rule, side, record, run_id)
+                counts[result] += 1
+                if index is not None and result == Result.INSERTED and other_id:
+                    index.add(record, other_id)  # a later record whose key finds it sees it, as the server would
 
         await asyncio.gather(*(one(r) for r in batch))
         async with self.db.session() as session:
@@ -137,12 +161,17 @@ class FullSync:
             raise LineLost(line_id)
 
     async def _record(self, rule: Rule, side: str, record: dict[str, Any], run_id: int) -> str:
+        """How the record was applied: a line counter's name."""
+        return (await self._applied(rule, side, record, run_id))[0]
+
+    async def _applied(self, rule: Rule, side: str, record: dict[str, Any], run_id: int) -> tuple[str, str | None]:
+        """How the record was applied (a line counter's name) and the id of its record on the other side."""
         record_id = rule.record_id(side, record)
         error: Exception | None = None
         for turn in range(BUSY_RETRIES):
             try:
                 applied = await self.engine.sync_record(rule, side, record_id, record=record, kind="full")
-                return applied.result
+                return applied.result, applied.other_id
             except RecordBusy as exc:  # a live event of the same record: wait for it
                 error = exc
                 await asyncio.sleep(min(0.1 * (turn + 1), 1.0))
@@ -156,7 +185,7 @@ class FullSync:
                 error = exc
                 break
         await self._error(rule, side, record_id, error, run_id)
-        return "failed"
+        return "failed", None
 
     async def _error(self, rule: Rule, side: str, record_id: str, error: Exception | None, run_id: int) -> None:
         message = f"full synchronization: {type(error).__name__}: {error}"
@@ -167,3 +196,11 @@ class FullSync:
                                        event=event.model_dump_json(), waiting_for=getattr(error, "waiting_for", None),
                                        transient=is_transient(error))
         log.warning("full sync record failed", side=side, record_id=record_id, error=message[:300])
+
+
+def match_index(rule: Rule, side: str) -> MatchIndex | None:
+    """An in-memory match index for the side's records when the rule matches by the mapping's keys (a rule with a
+    `match` of its own, e.g. contacts within their account, matches per record as before)."""
+    if not isinstance(rule, FieldValues) or type(rule).match is not FieldValues.match or not rule.mapping.match_keys:
+        return None
+    return MatchIndex(Matcher(rule.mapping, rule.ctx.bc, rule.ctx.dv), Side(side))

@@ -13,7 +13,7 @@ from consumers.rules.base import Rule
 from consumers.rules.values import convert, join_name, split_name
 from schemas.mappings import FieldMap
 from schemas.vocabulary import Side
-from service.matching import Matcher
+from service.matching import PREFETCHED, Matcher
 
 
 class FieldValues(Rule):
@@ -64,7 +64,11 @@ class FieldValues(Rule):
     # --- matching -----------------------------------------------------------------------------------------------
 
     async def match(self, toward: str, record: dict[str, Any]) -> list[dict[str, Any]]:
-        """Records on `toward` that are this record by the match keys (first key with a value decides)."""
+        """Records on `toward` that are this record by the match keys (first key with a value decides). A full
+        synchronization line prefetches them (`PREFETCHED`, service/matching.py): no request per record then."""
+        prefetched = PREFETCHED.get()
+        if prefetched is not None and prefetched.serves(self.mapping, toward):
+            return await prefetched.candidates(record)
         return await Matcher(self.mapping, self.ctx.bc, self.ctx.dv).candidates(Side(toward), record)
 
     # --- writes -------------------------------------------------------------------------------------------------

@@ -143,7 +143,7 @@ def control_router(sb: BCSandbox) -> APIRouter:
 
     @router.get("/requests")
     async def requests(limit: int = 1000) -> Json:
-        return {"count": len(sb.log.entries), "value": sb.log.entries[-limit:]}
+        return {"count": len(sb.log.entries), "total": sb.log.total, "value": sb.log.entries[-limit:] if limit else []}
 
     @router.delete("/requests", status_code=204)
     async def clear_requests() -> None:

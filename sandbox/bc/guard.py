@@ -50,10 +50,12 @@ class Budget:
 class RequestLog:
     entries: list[dict[str, Any]] = field(default_factory=list)
     cap: int = 20000
+    total: int = 0  # requests ever logged (clearing the log or its cap drops entries, not this count)
 
     def add(self, method: str, path: str, status: int, started: float, duration_ms: float) -> None:
         when = datetime.fromtimestamp(started, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         self.entries.append({"time": when, "method": method, "path": path, "status": status,
                              "duration_ms": round(duration_ms, 2)})
+        self.total += 1
         if len(self.entries) > self.cap:
             del self.entries[: len(self.entries) - self.cap]

@@ -79,9 +79,11 @@ def router(state: DataverseState) -> APIRouter:
         return {"requests": state.budget.requests, "window_seconds": state.budget.window}
 
     @api.get("/requests")
-    async def requests_log(path_contains: str | None = None) -> dict[str, Any]:
+    async def requests_log(path_contains: str | None = None, limit: int | None = None) -> dict[str, Any]:
         rows = [r for r in state.requests if path_contains is None or path_contains in r["path"]]
-        return {"value": rows}
+        if limit is not None:  # the last `limit` rows
+            rows = rows[len(rows) - limit:] if 0 < limit < len(rows) else rows if limit > 0 else []
+        return {"total": state.requests_total, "value": rows}
 
     @api.delete("/requests")
     async def clear_requests() -> Response:

@@ -24,6 +24,7 @@ class DataverseState:
     budget: Budget = field(default_factory=Budget)
     faults: Faults = field(default_factory=Faults)
     requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=REQUEST_LOG_SIZE))
+    requests_total: int = 0  # requests ever logged (clearing the log or its size drops entries, not this count)
 
     @property
     def audiences(self) -> list[str]:

@@ -98,6 +98,7 @@ def log(state: DataverseState, request: Request, path: str, caller: identity.Cal
         "prefer": request.headers.get("prefer"), "if_match": request.headers.get("if-match"),
         "duration_ms": round((time.perf_counter() - started) * 1000, 2),
     })
+    state.requests_total += 1
 
 
 def base_url(request: Request) -> str:

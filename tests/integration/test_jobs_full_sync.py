@@ -14,8 +14,9 @@ import pytest
 from consumers.jobs.fullsync import FullSync
 from consumers.jobs.settings import JobSettings
 from sandbox.dataverse.identity import DEFAULT_UNIT_GROUP_ID, DEFAULT_UNIT_ID
+from schemas.vocabulary import Side
 from service.connectors.http import ApiError
-from service.store import jobs, synclog
+from service.store import couplings, jobs, synclog
 from service.store.db import Database
 from tests.integration.sync_world import World
 
@@ -117,6 +118,51 @@ async def test_full_sync_couples_existing_creates_the_rest_in_dependency_order(w
     again = {x.mapping: x for x in await run_until_done(full_sync(world), world.db)}
     assert again["CUSTOMER"].unchanged == 600 and again["CUSTOMER"].inserted == 0, again["CUSTOMER"]
     assert again["ITEM-PRODUCT"].unchanged == 300 and again["ITEM-PRODUCT"].inserted == 0
+
+
+@pytest.mark.timeout(300)
+async def test_full_sync_matches_in_memory_as_the_server_would_per_record(world: World) -> None:
+    """The line reads both sides by pages and matches in memory: no `$filter` query per record, and the same
+    decisions as per record — number without case, ambiguity left to a person, a record coupled to another one
+    not taken."""
+    human = world.human
+    assert (await human.bc.post("/seed", json={"customers": 40, "items": 0, "salespeople": 0,
+                                               "contactsPerCustomer": 0})).status_code == 200
+    customers = [c async for c in world.ctx.bc.list("customers")]
+    for customer in customers:  # unique names: the seed repeats some
+        await human.bc_update("customers", customer["id"], {"displayName": f"{customer['displayName']} {customer['number']}"})
+    customers = [c async for c in world.ctx.bc.list("customers")]
+    by_number, ambiguous, taken = customers[0], customers[1], customers[2]
+    # customertypecode 1 (not a customer) keeps these out of the Sales side's own pass; matching still sees them
+    match = await human.dv_create("accounts", {"name": "Known by its number", "accountnumber": by_number["number"].lower(),
+                                               "customertypecode": 3})
+    for name in (ambiguous["displayName"], ambiguous["displayName"].upper()):
+        await human.dv_create("accounts", {"name": name, "customertypecode": 1})
+    other = await human.dv_create("accounts", {"name": "Coupled elsewhere", "accountnumber": taken["number"],
+                                               "customertypecode": 1})
+    async with world.db.session() as session:
+        await couplings.save(session, "CUSTOMER", "00000000-0000-0000-0000-00000000beef", other["accountid"])
+    await human.dv.delete("/requests")
+
+    await start(world.db, ["SALESPEOPLE", "CURRENCY", "CUSTOMER"])
+    lines = {x.mapping: x for x in await run_until_done(full_sync(world), world.db)}
+
+    line = lines["CUSTOMER"]
+    assert line.status == jobs.FINISHED and line.coupled == 1 and line.failed == 1, line
+    async with world.db.session() as session:
+        coupled = await couplings.find(session, "CUSTOMER", Side.BC, by_number["id"])
+        assert coupled is not None and coupled.dataverse_id == match["accountid"].lower()
+        assert await couplings.find(session, "CUSTOMER", Side.BC, ambiguous["id"]) is None
+        new = await couplings.find(session, "CUSTOMER", Side.BC, taken["id"])
+        assert new is not None and new.dataverse_id != other["accountid"].lower()  # created: the match was taken
+        errors = await synclog.open_errors(session, "CUSTOMER")
+    assert [e.source_id for e in errors] == [ambiguous["id"].lower()]
+    assert "2 records on the other side match this one; couple it by hand" in errors[0].message
+    reads = (await human.dv.get("/requests", params={"path_contains": "/accounts"})).json()["value"]
+    queries = [r for r in reads if r["method"] == "GET" and "filter" in r["query"]]
+    assert not queries, queries[:3]  # no query per record: the accounts were listed, by pages of 5,000
+    listings = [r for r in reads if r["method"] == "GET" and "(" not in r["path"].rsplit("/", 1)[-1]]
+    assert listings and all(r["prefer"] == "odata.maxpagesize=5000" for r in listings), listings
 
 
 async def test_a_line_in_error_blocks_its_dependents_and_finishes_after_a_restart(world: World,
