@@ -15,8 +15,13 @@ from schemas.events import ChangeEvent, ChangeKind
 _DATAVERSE_KINDS: dict[str, ChangeKind] = {"Create": "created", "Update": "updated", "Delete": "deleted"}
 
 
+_AS_IS = frozenset({str, int, float, bool, type(None)})  # most values of a snapshot: nothing to convert
+
+
 def _plain(value: Any) -> Any:
     """A JSON-friendly form of a Dataverse value, for the event's snapshot."""
+    if type(value) in _AS_IS:
+        return value
     if isinstance(value, EntityReference):
         return {"id": str(value.id), "logical_name": value.logical_name, "name": value.name}
     if isinstance(value, OptionSetValue):

@@ -25,6 +25,7 @@ import structlog
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader, APIKeyQuery
+from prometheus_client import Counter
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
@@ -34,7 +35,8 @@ from schemas.mappings import mappings_for
 from service.api.bc_intake import BcIntake, BcIntakeDep, catch_up_for
 from service.api.bc_notifications import Reading, read_notifications
 from service.api.body import BodyTooLarge, read_bounded_body
-from service.api.deps import IdentityDep, RelayDep, SettingsDep, WriterDep, secret_matches
+from service.api.deps import SettingsDep, secret_matches
+from service.identity import IntegrationIdentity
 from service.intake import dataverse_event, is_integration_echo
 from service.intake_writer import IntakeFull, IntakeWriter
 from service.logging import get_logger
@@ -55,8 +57,14 @@ _KEY_HEADER = APIKeyHeader(name="x-bcsync-webhook-key", auto_error=False, scheme
 _HANDSHAKE_TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/=:]{1,1024}$")
 
 
+_COUNTERS: dict[tuple[str, str], Counter] = {}  # the labelled children, looked up once (not per request)
+
+
 def _answer(source: str, outcome: str, status: int, detail: str, **extra: object) -> JSONResponse:
-    WEBHOOK_REQUESTS.labels(source, outcome).inc()
+    counter = _COUNTERS.get((source, outcome))
+    if counter is None:
+        counter = _COUNTERS[source, outcome] = WEBHOOK_REQUESTS.labels(source, outcome)
+    counter.inc()
     level = log.info if status < 400 else log.warning
     level("webhook answered", source=source, outcome=outcome, status=status, detail=detail, **extra)
     return JSONResponse({"outcome": outcome, "detail": detail, **extra}, status_code=status)
@@ -83,9 +91,21 @@ async def within(seconds: float, work: Coroutine[Any, Any, Result]) -> Result:
     background (not cancelled: cancelling a database call midway is no quicker than its own timeout, and what
     it commits is kept; the intake writer writes a batch whole anyway)."""
     task = asyncio.ensure_future(work)
+    # One future and one timer (asyncio.wait builds sets and callbacks for the general case: per request here).
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    timer = loop.call_later(seconds, wake)
+    task.add_done_callback(wake)
     try:
-        await asyncio.wait({task}, timeout=seconds)
+        await waiter
     finally:
+        timer.cancel()
+        task.remove_done_callback(wake)
         if not task.done():  # out of time (or the request itself cancelled): keep it until it ends
             LATE.add(task)
             task.add_done_callback(_late_done)
@@ -123,37 +143,51 @@ def _body(model: str, required: bool) -> dict[str, Any]:
     return {"requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}}
 
 
+# The door reads its headers and the process's objects itself rather than through FastAPI's dependencies:
+# solving them cost as much per request as validating the body. Declared here for the OpenAPI document only.
+_DATAVERSE_HEADERS = [
+    {"name": "x-ms-dynamics-msg-size-exceeded", "in": "header", "required": False, "schema": {"type": "string"}},
+    {"name": "x-ms-correlation-request-id", "in": "header", "required": False,
+     "schema": {"type": "string", "maxLength": 128}},
+]
+
+
 @router.post("/dataverse", status_code=202, responses={200: {}, 400: {}, 401: {}, 413: {}, 503: {}},
-             openapi_extra=_body("RemoteExecutionContext", required=True))
+             openapi_extra=_body("RemoteExecutionContext", required=True) | {"parameters": _DATAVERSE_HEADERS})
 async def dataverse_webhook(
-    request: Request, settings: SettingsDep, writer: WriterDep, relay: RelayDep, identity: IdentityDep,
+    request: Request,
     code: Annotated[str | None, Depends(_KEY_QUERY)] = None,
     x_bcsync_webhook_key: Annotated[str | None, Depends(_KEY_HEADER)] = None,
-    x_ms_dynamics_msg_size_exceeded: Annotated[str | None, Header()] = None,
-    x_ms_correlation_request_id: Annotated[str | None, Header(max_length=128)] = None,
 ) -> Response:
     """A Dataverse webhook: the JSON RemoteExecutionContext of one Create, Update or Delete."""
     source = "dataverse"
-    structlog.contextvars.bind_contextvars(correlation_id=x_ms_correlation_request_id or uuid.uuid4().hex)
+    state = request.app.state
+    settings: Settings = state.settings
+    headers = request.headers
+    correlation_id = headers.get("x-ms-correlation-request-id")
+    structlog.contextvars.bind_contextvars(correlation_id=correlation_id or uuid.uuid4().hex)
     expected = settings.dataverse_webhook_key.get_secret_value() if settings.dataverse_webhook_key else None
     if not secret_matches(code or x_bcsync_webhook_key, expected):
         return _answer(source, "unauthorized", 401, "missing or wrong webhook key")
+    if correlation_id is not None and len(correlation_id) > 128:
+        return _answer(source, "invalid", 400, "x-ms-correlation-request-id: over 128 characters")
     context = await _read(request, source, RemoteExecutionContext, "a RemoteExecutionContext")
     if isinstance(context, Response):
         return context
     entity = context.primary_entity_name
     if not mappings_for(source, entity):
         return _answer(source, "ignored", 200, f"no mapping uses the table {entity!r}")
+    identity: IntegrationIdentity = state.identity
     if is_integration_echo(context, identity.user_id, identity.tag):
         return _answer(source, "ignored", 200, "the integration's own change", entity=entity)
     try:
         event = dataverse_event(
-            context, trimmed=x_ms_dynamics_msg_size_exceeded is not None,
-            correlation_id=x_ms_correlation_request_id,
+            context, trimmed="x-ms-dynamics-msg-size-exceeded" in headers, correlation_id=correlation_id,
         )
     except ValidationError as exc:
         return _answer(source, "invalid", 400, "not a usable change: " + _first_error(exc))
-    return await _accept(source, writer, relay, [event], ignored=0, bound=settings.webhook_store_timeout_seconds)
+    return await _accept(source, state.writer, state.relay, [event], ignored=0,
+                         bound=settings.webhook_store_timeout_seconds)
 
 
 _HANDSHAKE = {"description": "The handshake: exactly the validationToken",
