@@ -56,6 +56,7 @@ bench: $(STAMP)  ## benchmarks; results go to docs/benchmarks.md
 	$(BIN)/python -m bench.documents
 	$(BIN)/python -m bench.sync
 	$(BIN)/python -m bench.console
+	$(BIN)/python -m bench.requests
 
 soak: $(STAMP)  ## 30-minute soak at 50 changes/s, not in CI (ARGS=--minutes 3); docs/soak.* and docs/benchmarks.md
 	bash scripts/ensure-services.sh
