@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from consumers.jobs.common import entity_of, odata_time, record_event
 from consumers.jobs.settings import JobSettings
@@ -142,7 +143,7 @@ class CatchUpJob:
             modified = rule.modified(side, record)
             if modified is not None and aware(modified) > newest:
                 newest = aware(modified)
-            if modified is not None and await self._synchronized(rule.name, side, record_id, modified):
+            if await self._synchronized(rule.name, side, record_id, modified, record.get("@odata.etag")):
                 continue  # a newer version was synchronized already
             if not rule.included(side, record):
                 # Its run would read it only to skip it by the mapping's filter (a BC company contact, changed with
@@ -161,10 +162,15 @@ class CatchUpJob:
         found += await self._publish(batch)
         return found, newest
 
-    async def _synchronized(self, mapping: str, side: str, record_id: str, modified: datetime) -> bool:
+    async def _synchronized(self, mapping: str, side: str, record_id: str, modified: datetime | None,
+                            etag: Any) -> bool:
         async with self.db.session() as session:
             coupling = await couplings.find(session, mapping, side, record_id)
         if coupling is None:
+            return False
+        if etag and etag == couplings.state_etag(coupling, side):
+            return True  # the very version the last run read or wrote (an ETag changes with every write)
+        if modified is None:
             return False
         seen = coupling.bc_modified if side == "bc" else coupling.dataverse_modified
         # Equal times are not proof: Dataverse keeps whole seconds, BC milliseconds, and two writes may share one.

@@ -68,6 +68,14 @@ async def list_for(session: AsyncSession, mapping: str, limit: int = 1000, after
     return list(result.scalars())
 
 
+def state_etag(coupling: Coupling, side: str) -> str | None:
+    """The ETag of a side's record as the last run read or wrote it (kept in its state), None when not kept."""
+    text = coupling.bc_state if side == "bc" else coupling.dataverse_state
+    state = json.loads(text) if text else None
+    etag = state.get("@odata.etag") if isinstance(state, dict) else None
+    return str(etag) if etag else None
+
+
 def info(coupling: Coupling) -> dict[str, Any]:
     return json.loads(coupling.info) if coupling.info else {}
 

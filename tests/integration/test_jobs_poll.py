@@ -4,7 +4,7 @@ every Nth poll lists the ids only and asks the engine to look at coupled records
 from __future__ import annotations
 
 from consumers.jobs.poll import PollJob
-from service.store import jobs
+from service.store import couplings, jobs
 from tests.integration.sync_world import World
 from tests.integration.test_jobs_catch_up import catch_up, outbox_events
 
@@ -51,6 +51,26 @@ async def test_a_polled_record_the_mapping_filter_leaves_out_is_not_published(wo
     await poll.poll(rule)
     published = {e["record_id"] for e in await outbox_events(world)}
     assert person["id"] in published and company["id"] not in published, published
+
+
+async def test_a_polled_record_as_our_last_write_left_it_is_not_published(world: World) -> None:
+    """The poll lists our own write of a person (its SystemModifiedAt equals what the coupling holds, which alone
+    proves nothing): the ETag the coupling kept says it is that very version, so no event and no read."""
+    rule = world.engine.rules["CONTACT"]
+    rule.bc_delivery = "poll"
+    poll = PollJob(catch_up(world, bc_poll_seconds=60))
+    customer = await world.human.bc_create("customers", {"displayName": "Own Write Ltd"})
+    company = (await world.human.bc.get(f"/customers/{customer['id']}/contacts")).json()["company"]
+    person = await world.human.bc_create("contacts", {"type": "Person", "displayName": "Own Write",
+                                                       "companyNumber": company["number"], "email": "o@own.example"})
+    await world.bc_event("CONTACT", "contacts", person["id"])  # coupled: the Sales contact created
+    async with world.db.session() as session:
+        coupling = await couplings.find(session, "CONTACT", "bc", person["id"])
+    assert coupling is not None
+    await world.human.dv_update("contacts", coupling.dataverse_id, {"telephone1": "+1 425 555 0199"})
+    await world.dv_event("CONTACT", "contact", coupling.dataverse_id)  # our PATCH of the BC person
+    await poll.poll(rule)
+    assert person["id"] not in {e["record_id"] for e in await outbox_events(world)}
 
 
 async def test_only_polled_running_sources_are_polled(world: World) -> None:
