@@ -100,6 +100,7 @@ def setup(check: Annotated[bool, typer.Option("--check", help="only report what 
     from service.store.db import Database
     from service.store.installation import integration_tag
     from service.store.migrate import upgrade_async
+    from service.subscriptions import KeeperBusy
 
     settings = load_settings("tenant_id", "client_id", "client_secret", "bc_company_id", "dataverse_url",
                              "dataverse_webhook_key", "bc_client_state")
@@ -118,7 +119,7 @@ def setup(check: Annotated[bool, typer.Option("--check", help="only report what 
 
     try:
         report = asyncio.run(main())
-    except SetupRefused as exc:
+    except (SetupRefused, KeeperBusy) as exc:
         typer.echo(f"bcsync setup: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(report, indent=2, default=str))

@@ -21,9 +21,10 @@ from service.schema_check import CheckReport, check
 from service.settings import Settings
 from service.store import mapping_configs
 from service.store.db import Database
-from service.subscriptions import Plan, refused_mappings, urls
+from service.subscriptions import Plan, keeper_lease, refused_mappings, urls
 
 NON_INTERACTIVE = 4  # systemuser.accessmode of application users
+SETUP_LEASE_WAIT_SECONDS = 60.0  # a keeper pass registers a handful of subscriptions: seconds
 
 
 class SetupRefused(Exception):
@@ -91,16 +92,18 @@ async def run_setup(settings: Settings, bc: BusinessCentralClient, dv: Dataverse
     wanted = Plan(running, [m for m in running if findings.mappings[m.name].bc_delivery == "push"])
     bc_url, dv_url = urls(settings)
     assert settings.bc_client_state and settings.dataverse_webhook_key
-    subscriptions = await register_bc_subscriptions(bc, bc_url, settings.bc_client_state.get_secret_value(),
-                                                    wanted.bc_resources())
-    if findings.webhook_resources is None:  # BC did not say what it can notify: a refusal says it cannot
-        for mapping in refused_mappings(bc.company_id, wanted.pushed, subscriptions.refused):
-            found = findings.mappings[mapping.name]
-            found.bc_delivery = "poll"
-            found.warnings.append("Business Central refused its subscription: its BC side is polled")
-        changed = await _store(db, findings) or changed
-    webhook = await register_dataverse_webhook(dv, dv_url, settings.dataverse_webhook_key.get_secret_value(),
-                                               wanted.dataverse_steps())
+    # Not while a worker's keeper (or a refresh) registers too: KeeperBusy when it does not end in time.
+    async with keeper_lease(db, SETUP_LEASE_WAIT_SECONDS):
+        subscriptions = await register_bc_subscriptions(bc, bc_url, settings.bc_client_state.get_secret_value(),
+                                                        wanted.bc_resources())
+        if findings.webhook_resources is None:  # BC did not say what it can notify: a refusal says it cannot
+            for mapping in refused_mappings(bc.company_id, wanted.pushed, subscriptions.refused):
+                found = findings.mappings[mapping.name]
+                found.bc_delivery = "poll"
+                found.warnings.append("Business Central refused its subscription: its BC side is polled")
+            changed = await _store(db, findings) or changed
+        webhook = await register_dataverse_webhook(dv, dv_url, settings.dataverse_webhook_key.get_secret_value(),
+                                                   wanted.dataverse_steps())
     changed = changed or subscriptions.changed or webhook.changed
     return {**report, "check": findings.json(), "bc_subscriptions": vars(subscriptions),
             "dataverse_webhook": vars(webhook), "changed": changed,

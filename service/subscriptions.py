@@ -12,6 +12,10 @@ refuses is polled from then on.
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,12 +34,38 @@ from service.registration import (
     same_resource,
 )
 from service.settings import Settings
-from service.store import jobs, mapping_configs
+from service.store import jobs, locks, mapping_configs
 from service.store.db import Database
 
 log = get_logger(__name__)
 
 WEBHOOK_NAME = "bcsync"
+KEEPER_LEASE_SECONDS = 300.0
+
+
+class KeeperBusy(Exception):
+    """Another process holds the `job:keeper` lease (a worker's keeper pass, a refresh or a setup)."""
+
+
+@asynccontextmanager
+async def keeper_lease(db: Database, wait_seconds: float) -> AsyncIterator[None]:
+    """Hold the `job:keeper` lease for a registration pass, waiting up to `wait_seconds` for it. Setup, the
+    workers' keeper and a refresh all create Dataverse steps and BC subscriptions after looking for them: two at
+    once would both find none and both create one (two steps for a table: every change delivered twice)."""
+    owner = uuid.uuid4().hex
+    deadline = asyncio.get_running_loop().time() + wait_seconds
+    while True:
+        async with db.session() as session:
+            if await locks.acquire(session, [jobs.KEEPER_LEASE], owner, KEEPER_LEASE_SECONDS):
+                break
+        if asyncio.get_running_loop().time() > deadline:
+            raise KeeperBusy("the subscription keeper is registering webhooks right now; try again")
+        await asyncio.sleep(0.5)
+    try:
+        yield
+    finally:
+        async with db.session() as session:
+            await locks.release(session, [jobs.KEEPER_LEASE], owner)
 
 
 @dataclass

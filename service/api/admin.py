@@ -18,6 +18,7 @@ from service.logging import get_logger
 from service.metrics import SYNC_LAG
 from service.setup import SetupRefused, run_check, run_setup
 from service.store import mapping_configs, outbox, synclog
+from service.subscriptions import KeeperBusy
 
 log = get_logger(__name__)
 QUEUE_DEPTH_SECONDS = 2.0
@@ -117,7 +118,7 @@ def lag_seconds(mapping: str) -> float | None:
     return None
 
 
-@router.post("/setup", response_model=SetupReport, responses={400: {}, 503: {}})
+@router.post("/setup", response_model=SetupReport, responses={400: {}, 409: {}, 503: {}})
 async def setup(request: Request, settings: SettingsDep, db: DatabaseDep) -> SetupReport:
     """The assisted setup: check both connections (and refuse an interactive integration user), seed the
     default mappings, register the BC subscriptions and the Dataverse webhook; idempotent."""
@@ -128,6 +129,8 @@ async def setup(request: Request, settings: SettingsDep, db: DatabaseDep) -> Set
         return SetupReport.model_validate(await run_setup(settings, bc, dv, db))
     except SetupRefused as exc:
         raise HTTPException(400, str(exc)) from None
+    except KeeperBusy as exc:
+        raise HTTPException(409, str(exc)) from None
 
 
 @router.get("/setup/check", response_model=SetupCheck, responses={400: {}, 503: {}})

@@ -52,7 +52,7 @@ from service.connectors.http import with_query
 from service.logging import get_logger
 from service.store import jobs, locks, mapping_configs, reconciles
 from service.store.outbox import utcnow
-from service.subscriptions import keep
+from service.subscriptions import KeeperBusy, keep, keeper_lease
 
 log = get_logger(__name__)
 
@@ -260,20 +260,11 @@ async def refresh_subscriptions(request: Request, db: Any, broker: Broker, setti
         raise HTTPException(503, "the connections are not configured (BCSYNC_TENANT_ID, BCSYNC_CLIENT_ID, "
                                  "BCSYNC_CLIENT_SECRET, BCSYNC_BC_COMPANY_ID, BCSYNC_DATAVERSE_URL, "
                                  "BCSYNC_BC_CLIENT_STATE, BCSYNC_DATAVERSE_WEBHOOK_KEY)")
-    owner = uuid.uuid4().hex
-    deadline = asyncio.get_running_loop().time() + KEEPER_WAIT_SECONDS
-    while True:
-        async with db.session() as session:
-            if await locks.acquire(session, [jobs.KEEPER_LEASE], owner, 300):
-                break
-        if asyncio.get_running_loop().time() > deadline:
-            raise HTTPException(409, "the subscription keeper is running in a worker right now; try again")
-        await asyncio.sleep(0.5)
     try:
-        report = await keep(settings, db, bc, dv)
-    finally:
-        async with db.session() as session:
-            await locks.release(session, [jobs.KEEPER_LEASE], owner)
+        async with keeper_lease(db, KEEPER_WAIT_SECONDS):
+            report = await keep(settings, db, bc, dv)
+    except KeeperBusy:
+        raise HTTPException(409, "the subscription keeper is running in a worker right now; try again") from None
     if report.caught_up:
         await kick(broker, "catch-up")
     return SubscriptionsRefresh.model_validate({"report": report.json(), **(await _states(db)).model_dump()})

@@ -8,6 +8,7 @@ database, for comparing two versions of the api by hand."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -20,7 +21,8 @@ import httpx
 import pytest
 
 from schemas.events import ChangeEvent
-from service.store import couplings, jobs, synclog
+from service import setup as assisted_setup
+from service.store import couplings, jobs, locks, synclog
 from service.store.db import Database
 from service.store.migrate import upgrade_async
 from service.store.models import SyncError, SyncJob
@@ -354,3 +356,25 @@ async def test_the_job_routes_answer_every_shape_of_body_as_before(api: Api, pat
         Path(dump).mkdir(parents=True, exist_ok=True)
         name = path.rsplit("/", 1)[1] + ("-pg" if database_url.startswith("postgresql") else "") + ".json"
         (Path(dump) / name).write_text(json.dumps(answers, indent=1))
+
+
+async def test_setup_and_a_keeper_pass_at_once_register_each_step_once(api: Api,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Setup, the workers' keeper and a refresh each look for the Dataverse steps and BC subscriptions before
+    creating them; at once, both would find none and both create one (every change then delivered twice, as a
+    loaded e2e run showed). They share the `job:keeper` lease: while another holds it setup waits, and answers
+    409 with nothing registered when it does not end in time."""
+    monkeypatch.setattr(assisted_setup, "SETUP_LEASE_WAIT_SECONDS", 0.5)
+    async with api.db.session() as session:
+        assert await locks.acquire(session, [jobs.KEEPER_LEASE], "a-worker", 300)
+    busy = await api.call("POST", "/admin/setup", 409)
+    assert "keeper" in busy["detail"]
+    assert await api.human.dv_find("serviceendpoints", "name eq 'bcsync'") == []
+    async with api.db.session() as session:
+        await locks.release(session, [jobs.KEEPER_LEASE], "a-worker")
+
+    monkeypatch.setattr(assisted_setup, "SETUP_LEASE_WAIT_SECONDS", 60.0)
+    await asyncio.gather(api.call("POST", "/admin/setup", 200), api.call("POST", "/admin/subscriptions/refresh"))
+    steps = [s["name"] for s in await api.human.dv_find("sdkmessageprocessingsteps", "stage eq 40")]
+    assert steps and sorted(steps) == sorted(set(steps)), steps
+    assert len(await api.human.dv_find("serviceendpoints", "name eq 'bcsync'")) == 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -91,7 +91,8 @@ async def test_absolute_notification_resource(client: httpx.AsyncClient, receive
     assert sent == f"{ABSOLUTE}({customer_id})"
 
 
-async def _collection(client: httpx.AsyncClient, receiver: Receiver, bc: BCSandbox, resource: str) -> tuple[str, str]:
+async def _collection(client: httpx.AsyncClient, receiver: Receiver, bc: BCSandbox,
+                      resource: str) -> tuple[str, str, datetime]:
     bc.webhooks.settings.collection_threshold = 2
     assert (await subscribe(client, resource)).status_code == 201
     first = await make(client, "customers", {"displayName": "C0"})
@@ -100,21 +101,31 @@ async def _collection(client: httpx.AsyncClient, receiver: Receiver, bc: BCSandb
     await receiver.wait(1)
     (entry,) = receiver.notifications[0]["value"]
     assert entry["changeType"] == "collection"
-    # codeunit "API Webhook Notification Send": the first change's time minus 50 ms
-    since = iso(parse_iso(first["lastModifiedDateTime"]) - timedelta(milliseconds=50))
-    return entry["resource"], since
+    # codeunit "API Webhook Notification Send": the first change's notification time minus 50 ms. That time is
+    # taken in the trigger (codeunit 6153), before the record's SystemModifiedAt: at most the record's time.
+    resource, _, since = entry["resource"].partition("?$filter=lastModifiedDateTime%20gt%20")
+    latest = parse_iso(first["lastModifiedDateTime"]) - timedelta(milliseconds=50)
+    assert latest - timedelta(seconds=1) < parse_iso(since) <= latest, (since, iso(latest))
+    return resource, since, latest
 
 
 async def test_collection_as_subscribed(client: httpx.AsyncClient, receiver: Receiver, bc: BCSandbox) -> None:
-    sent, since = await _collection(client, receiver, bc, ABSOLUTE)
-    assert sent == f"{ABSOLUTE}?$filter=lastModifiedDateTime%20gt%20{since}"
+    sent, since, _ = await _collection(client, receiver, bc, ABSOLUTE)
+    assert sent == ABSOLUTE and since.endswith("Z")
 
 
 @pytest.mark.parametrize("bc_config", [{"notification_resource": "relative"}], indirect=True)
 async def test_collection_relative(client: httpx.AsyncClient, receiver: Receiver, bc: BCSandbox) -> None:
-    sent, since = await _collection(client, receiver, bc, ABSOLUTE)
+    sent, _, _ = await _collection(client, receiver, bc, ABSOLUTE)
     # the doc sample writes its collection example with a leading slash
-    assert sent == f"/api/v2.0/companies({COMPANY_ID})/customers?$filter=lastModifiedDateTime%20gt%20{since}"
+    assert sent == f"/api/v2.0/companies({COMPANY_ID})/customers"
+
+
+@pytest.mark.parametrize("bc_config", [{"notification_time": "modified"}], indirect=True)
+async def test_collection_since_when_notifications_carry_the_modified_time(
+        client: httpx.AsyncClient, receiver: Receiver, bc: BCSandbox) -> None:
+    sent, since, latest = await _collection(client, receiver, bc, ABSOLUTE)
+    assert sent == ABSOLUTE and since == iso(latest)  # the record's own time, minus 50 ms
 
 
 async def test_supported_resources(client: httpx.AsyncClient) -> None:
