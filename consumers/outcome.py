@@ -18,7 +18,7 @@ from schemas.vocabulary import Applied, CoupledPair, Decision, Result, Side
 from service.connectors.http import ApiError, is_transient
 from service.logging import get_logger
 from service.metrics import SYNC_RECORDS
-from service.store import history, synclog
+from service.store import couplings, history, synclog
 from service.store.db import Database
 from service.store.models import RecordHistory
 
@@ -39,7 +39,9 @@ def history_entry(rule: Rule, run: RecordRun, applied: Applied, events: Sequence
     ids: dict[Side, str | None] = {side: run.record_id, other: applied.other_id}
     if coupling is not None and ids[other] is None:
         ids[other] = coupling.bc_id if other is Side.BC else coupling.dataverse_id
-    label, terms = rule.describe(run.record) if run.record else (None, [])
+    # An echo told without a read has no record: the coupling's kept state names it (its label and search terms).
+    record = run.record or (couplings.state(run.coupling, side.value) if run.coupling is not None else None)
+    label, terms = rule.describe(record) if record else (None, [])
     if run.target:
         other_label, other_terms = rule.describe(run.target)
         label, terms = label or other_label, terms + other_terms

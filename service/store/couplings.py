@@ -68,11 +68,16 @@ async def list_for(session: AsyncSession, mapping: str, limit: int = 1000, after
     return list(result.scalars())
 
 
+def state(coupling: Coupling, side: str) -> dict[str, Any] | None:
+    """A side's record as the last run read or wrote it (the mapping's columns and its ETag), None when not kept."""
+    text = coupling.bc_state if side == "bc" else coupling.dataverse_state
+    kept = json.loads(text) if text else None
+    return kept if isinstance(kept, dict) else None
+
+
 def state_etag(coupling: Coupling, side: str) -> str | None:
     """The ETag of a side's record as the last run read or wrote it (kept in its state), None when not kept."""
-    text = coupling.bc_state if side == "bc" else coupling.dataverse_state
-    state = json.loads(text) if text else None
-    etag = state.get("@odata.etag") if isinstance(state, dict) else None
+    etag = (state(coupling, side) or {}).get("@odata.etag")
     return str(etag) if etag else None
 
 

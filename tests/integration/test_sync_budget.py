@@ -120,6 +120,9 @@ async def test_the_echo_of_our_own_bc_write_costs_no_request(world: World, notif
     assert seen == {"bc": Counter(), "dataverse": Counter()}
     entry = await latest_entry(world, bc_id)
     assert entry.result == "unchanged" and entry.decision == "echo", entry
+    # Nothing was read, yet the history names the record (the console titles a record's page with it): from the
+    # coupling's kept state, as our write left it.
+    assert entry.label and entry.label.endswith("Echo Zero, Renamed"), entry.label
 
 
 @pytest.mark.parametrize("world", [MODIFIED], indirect=True)
