@@ -42,8 +42,30 @@ start_rabbitmq() {
   return 1
 }
 
+# The open-files limit of the running broker (empty when it cannot be read).
+rabbitmq_file_limit() {
+  local pid
+  pid=$(pgrep -f 'beam.smp.*rabbit' | head -n 1) || return 0
+  awk '/^Max open files/ {print $4}' "/proc/$pid/limits" 2>/dev/null || true
+}
+
+# A broker already running with the Debian default of 1,024 open files (started before us, through `su`) runs
+# out during the suite: every quorum queue and connection holds handles, and a broker out of them stops
+# answering (seen in CI: all later tests waited out their timeouts). As root, restart it with the raised limit.
+low_file_limit() {
+  local limit
+  limit=$(rabbitmq_file_limit)
+  [ "$(id -u)" = 0 ] && [ -n "$limit" ] && [ "$limit" != unlimited ] && [ "$limit" -lt 8192 ] &&
+    [ "$(ulimit -Hn)" = unlimited -o "$(ulimit -Hn)" -gt "$limit" ]
+}
+
 if ! port_open 5672; then
   echo "ensure-services: starting RabbitMQ"
+  start_rabbitmq
+elif low_file_limit; then
+  echo "ensure-services: RabbitMQ runs with $(rabbitmq_file_limit) open files at most: restarting it with $(ulimit -Hn)"
+  timeout 60 rabbitmqctl stop >/dev/null 2>&1 || pkill -9 -f 'beam.smp.*rabbit' || true
+  for _ in $(seq 1 30); do port_open 5672 || break; sleep 1; done
   start_rabbitmq
 elif ! amqp_answers; then
   echo "ensure-services: RabbitMQ holds port 5672 but does not answer AMQP: restarting it"

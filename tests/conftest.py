@@ -21,6 +21,7 @@ if not SAMPLES.exists():  # a checkout without ../shared: the copies kept in tes
     SAMPLES = Path(__file__).parent / "samples"
 
 BROKER_URL = os.environ.get("BCSYNC_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
+RETRY_DELAYS_IN_TESTS = [1, 5, 30, 120, 600]  # the default delays and the tests' "1,1": their retry queues
 POSTGRES_ADMIN_URL = os.environ.get("BCSYNC_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
 
@@ -33,8 +34,14 @@ def sample(name: str) -> Any:
 
 
 @pytest.fixture
-def namespace() -> str:
-    return f"test-{uuid.uuid4().hex[:10]}"
+async def namespace() -> AsyncIterator[str]:
+    """A broker namespace of the test's own; its queues are deleted after the test (the api or worker it ran
+    declared them). Quorum queues outlive their test otherwise, each holding file handles in the broker: a whole
+    suite's left-overs exhausted a RabbitMQ limited to 1,024 open files, which stopped answering (every later
+    test then waited out its timeout, and CI its 90 minutes)."""
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    yield name
+    await delete_namespace(name, RETRY_DELAYS_IN_TESTS)
 
 
 @pytest.fixture
@@ -90,3 +97,21 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if key.startswith("BCSYNC_"):
             monkeypatch.delenv(key)
     yield
+
+
+async def delete_namespace(namespace: str, retry_delays: list[int]) -> None:
+    """Delete the namespace's queues and exchanges (as the `rabbit` fixture of tests/conftest.py does)."""
+    topology = Topology(namespace)
+    connection = await aio_pika.connect(BROKER_URL)
+    try:
+        channel = await connection.channel()
+        names = [topology.mapping_queue(m.name) for m in MAPPINGS] + [topology.dead_queue]
+        for name in names + [topology.delay_queue(s) for s in retry_delays]:
+            try:
+                await channel.queue_delete(name)
+            except Exception:
+                channel = await connection.channel()
+        for exchange in (topology.events_exchange, topology.retry_exchange, topology.dead_exchange):
+            await channel.exchange_delete(exchange)
+    finally:
+        await connection.close()

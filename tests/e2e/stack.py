@@ -27,14 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from sandbox.config import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_COMPANY_ID, DEMO_TENANT_ID
-from schemas.mappings import MAPPINGS
-from service.topology import Topology
-from tests.conftest import BROKER_URL
+from tests.conftest import BROKER_URL, delete_namespace
 from tests.harness import ADMIN_TOKEN, CLIENT_STATE, WEBHOOK_KEY, free_port
 
 Json = dict[str, Any]
@@ -85,24 +82,6 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interv
         if time.monotonic() > deadline:
             raise AssertionError(f"{message} not met within {timeout} s")
         await asyncio.sleep(interval)
-
-
-async def delete_namespace(namespace: str, retry_delays: list[int]) -> None:
-    """Delete the namespace's queues and exchanges (as the `rabbit` fixture of tests/conftest.py does)."""
-    topology = Topology(namespace)
-    connection = await aio_pika.connect(BROKER_URL)
-    try:
-        channel = await connection.channel()
-        names = [topology.mapping_queue(m.name) for m in MAPPINGS] + [topology.dead_queue]
-        for name in names + [topology.delay_queue(s) for s in retry_delays]:
-            try:
-                await channel.queue_delete(name)
-            except Exception:
-                channel = await connection.channel()
-        for exchange in (topology.events_exchange, topology.retry_exchange, topology.dead_exchange):
-            await channel.exchange_delete(exchange)
-    finally:
-        await connection.close()
 
 
 class Process:

@@ -18,6 +18,7 @@ from schemas.vocabulary import Decision, FieldChange, Result, Side
 from service.store import couplings, history
 from service.store.db import Database
 from service.store.migrate import upgrade_async
+from tests.conftest import delete_namespace
 from tests.console_session import NOBODY, OPERATOR, READER, SESSION_SECRET, session_cookie, user
 from tests.harness import ADMIN_TOKEN, make_settings, running_api
 
@@ -71,9 +72,12 @@ async def console(tmp_path: Path) -> AsyncIterator[Console]:
     settings = make_settings(url, f"test-console-{uuid.uuid4().hex[:8]}", tenant_id=str(uuid.uuid4()),
                              client_id=str(uuid.uuid4()), client_secret=CLIENT_SECRET,
                              console_session_secret=SESSION_SECRET)
-    async with running_api(settings) as (api_url, _app):
-        yield Console(api_url, db)
-    await db.close()
+    try:
+        async with running_api(settings) as (api_url, _app):
+            yield Console(api_url, db)
+    finally:
+        await db.close()
+        await delete_namespace(settings.namespace, settings.retry_delay_seconds)
 
 
 async def test_no_page_or_form_works_without_sign_in(console: Console) -> None:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from sandbox.config import SandboxConfig
+from tests.conftest import delete_namespace
 from tests.harness import make_settings, running_api
 from tests.sandbox_thread import start_sandbox_thread
 
@@ -47,8 +48,11 @@ async def world(tmp_path: Path, sandbox: SandboxConfig) -> AsyncIterator[World]:
                              client_secret=sandbox.client_secret, authority_host=f"https://127.0.0.1:{sandbox.entra_port}",
                              console_session_secret=SESSION_SECRET)
     settings.public_url = f"http://127.0.0.1:{settings.port}"  # type: ignore[assignment]
-    async with running_api(settings) as (url, _app):
-        yield World(url, sandbox)
+    try:
+        async with running_api(settings) as (url, _app):
+            yield World(url, sandbox)
+    finally:
+        await delete_namespace(settings.namespace, settings.retry_delay_seconds)
 
 
 def browser(world: World) -> httpx.AsyncClient:
