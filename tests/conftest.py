@@ -50,18 +50,8 @@ async def rabbit(namespace: str) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
     connection = await aio_pika.connect_robust(BROKER_URL)
     channel = await connection.channel()
     yield channel
-    topology = Topology(namespace)
-    cleanup = await connection.channel()
-    names = [topology.mapping_queue(m.name) for m in MAPPINGS] + [topology.dead_queue]
-    names += [topology.delay_queue(s) for s in range(1, 601)]  # whatever delays the test used
-    for name in names:
-        try:
-            await cleanup.queue_delete(name)
-        except Exception:
-            cleanup = await connection.channel()
-    for exchange in (topology.events_exchange, topology.retry_exchange, topology.dead_exchange):
-        await cleanup.exchange_delete(exchange)
     await connection.close()
+    await delete_namespace(namespace, list(range(1, 601)))  # whatever delays the test used
 
 
 @pytest.fixture
