@@ -139,7 +139,9 @@ async def test_every_mapping_that_can_run_carries_a_change_each_way(make_stack: 
     [posted] = await bc.query("salesInvoices", f"orderId eq {bc_order['id']}")
     invoice = await one(stack, "dv", "invoices", f"invoicenumber eq '{posted['number']}'", "Sales invoice",
                         lambda i: i["_salesorderid_value"] == order)
-    details = await dv.query("invoicedetails", f"_invoiceid_value eq {invoice['invoiceid']}")
+    # The invoice is created before its lines (one request each; no $batch changeset yet): the lines follow.
+    details = await until(stack, lambda: dv.query("invoicedetails", f"_invoiceid_value eq {invoice['invoiceid']}"),
+                          lambda rows: len(rows) >= 1, "the Sales invoice's line")
     assert [(d["_productid_value"], d["quantity"]) for d in details] == [(product["productid"], 2)]
     await until(stack, lambda: dv.get("salesorders", order), lambda o: (o["statecode"], o["statuscode"]) == (4, 100003),
                 "Sales order Invoiced")
