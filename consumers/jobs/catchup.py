@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
 
 from consumers.jobs.common import entity_of, odata_time, record_event
 from consumers.jobs.settings import JobSettings
@@ -163,7 +162,7 @@ class CatchUpJob:
         return found, newest
 
     async def _synchronized(self, mapping: str, side: str, record_id: str, modified: datetime | None,
-                            etag: Any) -> bool:
+                            etag: object) -> bool:
         async with self.db.session() as session:
             coupling = await couplings.find(session, mapping, side, record_id)
         if coupling is None:

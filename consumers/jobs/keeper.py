@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -12,13 +11,12 @@ from service.connectors.business_central import BusinessCentralClient
 from service.connectors.dataverse import DataverseClient
 from service.logging import get_logger
 from service.settings import Settings
-from service.store import jobs, locks
+from service.store import jobs
 from service.store.db import Database
 from service.store.outbox import aware, utcnow
-from service.subscriptions import enrolled, keep
+from service.subscriptions import KeeperBusy, enrolled, keep, keeper_lease
 
 log = get_logger(__name__)
-LEASE_SECONDS = 300.0
 
 
 class KeeperJob:
@@ -40,22 +38,21 @@ class KeeperJob:
                 checks = [s.last_check for s in await jobs.subscription_states(session) if s.last_check]
             if checks and max(aware(c) for c in checks) > now - timedelta(minutes=minutes):
                 return  # some worker (or the api) checked recently
-        owner = uuid.uuid4().hex
-        async with self.db.session() as session:
-            if not await locks.acquire(session, [jobs.KEEPER_LEASE], owner, LEASE_SECONDS):
-                return
-        # Whatever happens (not set up yet, BC unreachable), this worker tries again after the interval.
-        self.not_before = now + timedelta(minutes=max(minutes, 0.05))
         try:
-            if not await enrolled(self.db, self.bc, self.settings):
-                return
-            if not (self.settings.bc_client_state and self.settings.dataverse_webhook_key):
-                log.error("subscription keeper cannot re-register webhooks: set BCSYNC_BC_CLIENT_STATE and "
-                          "BCSYNC_DATAVERSE_WEBHOOK_KEY for the workers too")
-                return
-            report = await keep(self.settings, self.db, self.bc, self.dv)
-            if report.caught_up:
-                await self.kick("catch-up")
-        finally:
-            async with self.db.session() as session:
-                await locks.release(session, [jobs.KEEPER_LEASE], owner)
+            async with keeper_lease(self.db, wait_seconds=0):  # taken, or another pass runs: not this tick
+                # Whatever happens (not set up yet, BC unreachable), this worker tries again after the interval.
+                self.not_before = now + timedelta(minutes=max(minutes, 0.05))
+                await self._pass()
+        except KeeperBusy:
+            return
+
+    async def _pass(self) -> None:
+        if not await enrolled(self.db, self.bc, self.settings):
+            return
+        if not (self.settings.bc_client_state and self.settings.dataverse_webhook_key):
+            log.error("subscription keeper cannot re-register webhooks: set BCSYNC_BC_CLIENT_STATE and "
+                      "BCSYNC_DATAVERSE_WEBHOOK_KEY for the workers too")
+            return
+        report = await keep(self.settings, self.db, self.bc, self.dv)
+        if report.caught_up:
+            await self.kick("catch-up")
