@@ -80,7 +80,10 @@ async def document_flow(people: People, step: StepRunner, account_id: str, produ
         if not found:
             return None
         lines = await people.dv_find("invoicedetails", f"_invoiceid_value eq {found[0]['invoiceid']}")
-        return {**found[0], "lines": lines} if len(lines) == 2 else None
+        # The rule writes the header, then the lines, then the state (Billed): wait for the whole of it, or a
+        # quick look can catch the invoice between its lines and its state.
+        settled = (found[0].get("statecode"), found[0].get("statuscode")) in INVOICE_STATES
+        return {**found[0], "lines": lines} if len(lines) == 2 and settled else None
 
     def invoice_described(i: dict[str, Any]) -> str:
         state = INVOICE_STATES.get((i.get("statecode"), i.get("statuscode")), f"state {i.get('statecode')}")
