@@ -832,7 +832,8 @@ if __name__ == "__main__":
     parser.add_argument("--quiet", type=float, default=4.0, help="seconds without a request that end a batch")
     parser.add_argument("--backlog", default="auto", help="changes queued for the budget run (auto: sized from "
                                                           "the variant's requests per change)")
-    parser.add_argument("--max-backlog", type=int, default=9000)
+    parser.add_argument("--max-backlog", type=int, default=14000,
+                        help="cap of the auto backlog (at 1 request per change the run needs about 12,500)")
     parser.add_argument("--budget-scale", type=float, default=1.0,
                         help="divide budget and window by this (same requests/s, shorter run); 1 = real")
     parser.add_argument("--budget-timeout", type=float, default=1500.0)
