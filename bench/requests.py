@@ -269,8 +269,9 @@ async def couple_accounts(stack: Stack, prefix: str, count: int, timeout: float)
 
     async def coupled() -> bool:
         bc = {c["displayName"]: c["id"] for c in await bc_all(stack, "customers", prefix)}
-        dv = {a["name"]: a["accountid"] for pool in "AC" for a in await dv_all(  # a page holds 5,000 at most
-            stack, "accounts", f"startswith(name,'{prefix}{pool}')", "name,accountid")}
+        dv = {a["name"]: a["accountid"] for pool in "AC" for thousand in range(count // 1000 + 1)
+              for a in await dv_all(  # a page holds 5,000 at most: one query per thousand names
+                  stack, "accounts", f"startswith(name,'{prefix}{pool}{thousand:02d}')", "name,accountid")}
         if len(bc) < 2 * count or len(dv) < 2 * count:
             return False
         result[0] = [(dv[f"{prefix}A{i:05d}"], bc[f"{prefix}A{i:05d}"]) for i in range(count)]
@@ -488,9 +489,9 @@ async def budget_run(stack: Stack, logs: Logs, backlog: int, scale: float, timeo
     """`backlog` updates (half accounts in Sales, half customers in BC, distinct coupled records) queued with no
     worker running; then one worker at the default budget (scaled by `scale`) against the sandbox's matching
     limits, 50 ms latency, until every change is at the destination."""
-    half = min(backlog // 2, 4999)  # one Dataverse page per pool (see dv_all)
+    half = backlog // 2
     started = time.monotonic()
-    to_bc, to_dv = await couple_accounts(stack, "Bud ", half, 900)
+    to_bc, to_dv = await couple_accounts(stack, "Bud ", half, 1500)
     print(f"  budget run: {2 * half} account/customer pairs coupled in {time.monotonic() - started:.0f} s",
           flush=True)
     await quiet(stack, logs, 3.0)
