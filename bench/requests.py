@@ -246,6 +246,15 @@ async def dv_all(stack: Stack, entity_set: str, filter_: str, select: str) -> li
     return await stack.dv.query(entity_set, filter=filter_, select=select)
 
 
+async def dv_pool(stack: Stack, name_prefix: str, count: int, select: str) -> list[Json]:
+    """The accounts named `<name_prefix><i:05d>` for i < count: one query per thousand names (a page holds 5,000
+    at most, and a pool can be larger)."""
+    rows: list[Json] = []
+    for thousand in range(count // 1000 + 1):
+        rows += await dv_all(stack, "accounts", f"startswith(name,'{name_prefix}{thousand:02d}')", select)
+    return rows
+
+
 async def gather_limited(calls: list[Callable[[], Awaitable[Any]]], width: int = 8) -> list[Any]:
     sem = asyncio.Semaphore(width)
 
@@ -269,9 +278,8 @@ async def couple_accounts(stack: Stack, prefix: str, count: int, timeout: float)
 
     async def coupled() -> bool:
         bc = {c["displayName"]: c["id"] for c in await bc_all(stack, "customers", prefix)}
-        dv = {a["name"]: a["accountid"] for pool in "AC" for thousand in range(count // 1000 + 1)
-              for a in await dv_all(  # a page holds 5,000 at most: one query per thousand names
-                  stack, "accounts", f"startswith(name,'{prefix}{pool}{thousand:02d}')", "name,accountid")}
+        dv = {a["name"]: a["accountid"] for pool in "AC"
+              for a in await dv_pool(stack, f"{prefix}{pool}", count, "name,accountid")}
         if len(bc) < 2 * count or len(dv) < 2 * count:
             return False
         result[0] = [(dv[f"{prefix}A{i:05d}"], bc[f"{prefix}A{i:05d}"]) for i in range(count)]
@@ -535,8 +543,8 @@ async def budget_run(stack: Stack, logs: Logs, backlog: int, scale: float, timeo
         if exhausted_at is None and max(counts.values()) >= budget:
             exhausted_at = now
         bc = {c["id"]: c.get("email") for c in await bc_all(stack, "customers", "Bud A")}
-        dv = {a["accountid"]: a.get("emailaddress1") for a in await dv_all(
-            stack, "accounts", "startswith(name,'Bud C')", "accountid,emailaddress1")}
+        dv = {a["accountid"]: a.get("emailaddress1")
+              for a in await dv_pool(stack, "Bud C", half, "accountid,emailaddress1")}
         for dest, token in tokens.items():
             if dest not in written and f"{token}@bud.example" in (bc.get(dest), dv.get(dest)):
                 written[dest] = now
